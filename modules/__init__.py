@@ -1,0 +1,1 @@
+"""Model code of the First Order Motion Model (Siarohin et al., NeurIPS 2019)."""

@@ -1,0 +1,927 @@
+"""Loading and checking the YAML configs of the First Order Motion Model.
+
+The configs keep the original layout (users know it by heart)::
+
+    dataset_params        -> FramesDataset(**dataset_params)
+    model_params
+      common_params       -> passed to every model constructor below
+      kp_detector_params  -> KPDetector(**kp_detector_params, **common_params)
+      generator_params    -> OcclusionAwareGenerator(**generator_params, **common_params)
+      discriminator_params-> MultiScaleDiscriminator(**discriminator_params, **common_params)
+    train_params          -> train loop, losses, equivariance transform
+    reconstruction_params -> reconstruction mode
+    animate_params        -> animation mode
+    visualizer_params     -> Visualizer(**visualizer_params)
+
+`SCHEMA` below is the single source of truth: for every section it lists the allowed keys, their
+types, whether they are required, their default and a one-line description. `load_config` reads a
+file with `yaml.safe_load`, checks it against the schema (unknown keys, wrong types, missing required
+keys, then a few cross-section rules) and fills the defaults marked as filled. Every problem raises a
+`ConfigError` whose one-line message names the file, the dotted key path and what to do, e.g.::
+
+    my.yaml: model_params.kp_detector_params: unknown key 'temprature' (did you mean 'temperature'?) (line 24)
+
+Defaults and model_params: the optional constructor arguments (scale_factor, sn, use_kp, ...) are
+validated but never filled in, so `model_params` comes back exactly as written and the models are
+built exactly as the original would build them. Defaults are filled only where the scripts read a key
+directly (e.g. `train_params.checkpoint_freq`, `visualizer_params`, `animate_params`).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Tuple, Union
+
+import yaml
+
+from modules.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECKPOINT_NAMES",
+    "COMMON_KEYS",
+    "CONFIG_DIR",
+    "Key",
+    "NO_DEFAULT",
+    "SCHEMA",
+    "Section",
+    "find_config_files",
+    "iter_schema",
+    "load_config",
+    "validate_config",
+]
+
+#: Folder of the official configs (the repository's ``config/``).
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+
+#: Official config name -> file name of the checkpoint the authors published for it.
+CHECKPOINT_NAMES = {
+    "vox-256": "vox-cpk.pth.tar",
+    "vox-adv-256": "vox-adv-cpk.pth.tar",
+    "taichi-256": "taichi-cpk.pth.tar",
+    "taichi-adv-256": "taichi-adv-cpk.pth.tar",
+    "bair-256": "bair-cpk.pth.tar",
+    "fashion-256": "fashion.pth.tar",
+    "mgif-256": "mgif-cpk.pth.tar",
+    "nemo-256": "nemo-cpk.pth.tar",
+}
+
+#: Keys of model_params.common_params; they may appear in that section only.
+COMMON_KEYS = ("num_kp", "num_channels", "estimate_jacobian")
+
+#: Number of VGG19 feature levels used by the perceptual loss (relu1_1 ... relu5_1).
+NUM_VGG_LEVELS = 5
+
+Path_ = Tuple[Union[str, int], ...]
+
+
+class _NoDefault:
+    """Marker for a key without a default value."""
+
+    def __repr__(self) -> str:
+        return "<no default>"
+
+
+NO_DEFAULT = _NoDefault()
+
+
+class _Invalid(Exception):
+    """Internal: one problem at a key path; turned into a ConfigError by the public functions.
+
+    `path` is the key path the message is about; `at` is the path whose YAML line is reported
+    (e.g. the offending unknown key itself), defaulting to `path`.
+    """
+
+    def __init__(self, path: Path_, message: str, at: Optional[Path_] = None):
+        super().__init__(message)
+        self.path = tuple(path)
+        self.message = message
+        self.at = tuple(at) if at is not None else self.path
+
+
+# ----------------------------------------------------------------------------------------------
+# Value types
+# ----------------------------------------------------------------------------------------------
+
+def _describe_value(value: Any) -> str:
+    """Short human description of a YAML value for error messages."""
+    if value is None:
+        return "null (an empty value)"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"number {value!r}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"string {shown!r}"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} item(s)"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+class _Type:
+    """Base of the schema types: `matches` is a shallow type test, `check` validates deeply.
+
+    `check` returns a fresh copy of the value (containers are rebuilt, scalars kept as they are, so an
+    int stays an int: the discriminator key depends on str(scale)).
+    """
+
+    description = "a value"
+    plural = "values"
+
+    def matches(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def check(self, value: Any, path: Path_) -> Any:
+        return value
+
+    def validate(self, value: Any, path: Path_) -> Any:
+        """Check `value` (at key `path`) and return a clean copy, or raise `_Invalid`."""
+        if not self.matches(value):
+            raise _Invalid(path, f"expected {self.description}, got {_describe_value(value)}"
+                                 f"{_type_hint(self, value)}")
+        return self.check(value, path)
+
+    def kinds(self) -> set:
+        """Basic kinds this type accepts ('int', 'float', 'bool', 'str', 'null', 'list', 'map')."""
+        return set()
+
+
+class Int(_Type):
+    """An integer (booleans and floats are refused), optionally with a lower bound."""
+
+    description = "an integer"
+    plural = "integers"
+
+    def __init__(self, min: Optional[int] = None):
+        self.min = min
+
+    def matches(self, value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def check(self, value: Any, path: Path_) -> Any:
+        if self.min is not None and value < self.min:
+            raise _Invalid(path, f"must be >= {self.min}, got {value}")
+        return value
+
+    def kinds(self) -> set:
+        return {"int"}
+
+
+class Float(_Type):
+    """A real number; integers are accepted and kept as integers. Optional range and extra rule."""
+
+    description = "a number"
+    plural = "numbers"
+
+    def __init__(self, min: Optional[float] = None, max: Optional[float] = None,
+                 min_exclusive: bool = False, rule: Optional[Callable[[float], Optional[str]]] = None):
+        self.min = min
+        self.max = max
+        self.min_exclusive = min_exclusive
+        self.rule = rule
+
+    def matches(self, value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    def check(self, value: Any, path: Path_) -> Any:
+        if not math.isfinite(value):
+            raise _Invalid(path, f"must be a finite number, got {value!r}")
+        if self.min is not None:
+            if self.min_exclusive and value <= self.min:
+                raise _Invalid(path, f"must be > {self.min}, got {value!r}")
+            if not self.min_exclusive and value < self.min:
+                raise _Invalid(path, f"must be >= {self.min}, got {value!r}")
+        if self.max is not None and value > self.max:
+            raise _Invalid(path, f"must be <= {self.max}, got {value!r}")
+        if self.rule is not None:
+            problem = self.rule(value)
+            if problem:
+                raise _Invalid(path, problem)
+        return value
+
+    def kinds(self) -> set:
+        return {"int", "float"}
+
+
+class Bool(_Type):
+    """true or false (YAML also reads True/False/yes/no as booleans)."""
+
+    description = "true or false"
+    plural = "booleans"
+
+    def matches(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+    def kinds(self) -> set:
+        return {"bool"}
+
+
+class Str(_Type):
+    """A string, optionally restricted by a rule (a function returning a problem or None)."""
+
+    description = "a string"
+    plural = "strings"
+
+    def __init__(self, rule: Optional[Callable[[str], Optional[str]]] = None):
+        self.rule = rule
+
+    def matches(self, value: Any) -> bool:
+        return isinstance(value, str)
+
+    def check(self, value: Any, path: Path_) -> Any:
+        if self.rule is not None:
+            problem = self.rule(value)
+            if problem:
+                raise _Invalid(path, problem)
+        return value
+
+    def kinds(self) -> set:
+        return {"str"}
+
+
+class Null(_Type):
+    """YAML null (``null``, ``~`` or an empty value)."""
+
+    description = "null"
+    plural = "nulls"
+
+    def matches(self, value: Any) -> bool:
+        return value is None
+
+    def kinds(self) -> set:
+        return {"null"}
+
+
+class ListOf(_Type):
+    """A list whose items all have type `item`; optionally an exact or minimal length."""
+
+    plural = "lists"
+
+    def __init__(self, item: _Type, length: Optional[int] = None, min_length: int = 0,
+                 length_reason: str = "", unique: bool = False):
+        self.item = item
+        self.length = length
+        self.min_length = min_length
+        self.length_reason = length_reason
+        self.unique = unique
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        count = f"{self.length} " if self.length is not None else ""
+        return f"a list of {count}{self.item.plural}"
+
+    def matches(self, value: Any) -> bool:
+        return isinstance(value, (list, tuple))
+
+    def check(self, value: Any, path: Path_) -> Any:
+        reason = f" ({self.length_reason})" if self.length_reason else ""
+        if self.length is not None and len(value) != self.length:
+            raise _Invalid(path, f"must have exactly {self.length} items{reason}, got {len(value)}")
+        if len(value) < self.min_length:
+            raise _Invalid(path, f"must have at least {self.min_length} item(s){reason}, got {len(value)}")
+        out = [self.item.validate(item, path + (i,)) for i, item in enumerate(value)]
+        if self.unique:
+            seen = {}
+            for i, item in enumerate(out):
+                if str(item) in seen:
+                    raise _Invalid(path + (i,), f"{item!r} is listed twice (items {seen[str(item)]} and {i}); "
+                                                f"keep it once")
+                seen[str(item)] = i
+        return out
+
+    def kinds(self) -> set:
+        return {"list"}
+
+
+class OneOf(_Type):
+    """Any one of several types; the first whose shallow test matches validates the value."""
+
+    def __init__(self, *types: _Type):
+        self.types = types
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        return " or ".join(t.description for t in self.types)
+
+    @property
+    def plural(self) -> str:  # type: ignore[override]
+        return " or ".join(t.plural for t in self.types)
+
+    def matches(self, value: Any) -> bool:
+        return any(t.matches(value) for t in self.types)
+
+    def check(self, value: Any, path: Path_) -> Any:
+        for t in self.types:
+            if t.matches(value):
+                return t.check(value, path)
+        raise AssertionError("unreachable: matches() was true")  # pragma: no cover
+
+    def kinds(self) -> set:
+        return set().union(*(t.kinds() for t in self.types))
+
+
+@dataclass(frozen=True)
+class Key:
+    """One allowed key of a section.
+
+    Attributes:
+        type: the value's type (a `_Type`, or a `Section` for a nested mapping).
+        doc: one-line description (also the comment text users see in the docs).
+        required: the key must be present.
+        default: the value used when the key is absent (for optional constructor arguments this is
+            the constructor's default, documented only).
+        fill: when True, an absent key is added to the returned config with `default`
+            (for a nested `Section`, with that section's own filled defaults).
+    """
+
+    type: _Type
+    doc: str
+    required: bool = False
+    default: Any = NO_DEFAULT
+    fill: bool = False
+
+
+class Section(_Type):
+    """A mapping with a fixed set of allowed keys (each a `Key`)."""
+
+    description = "a mapping of keys (key: value lines)"
+    plural = "mappings"
+
+    def __init__(self, keys: Mapping[str, Key], doc: str = ""):
+        self.keys = dict(keys)
+        self.doc = doc
+        self.dotted = ""  # set by _index_schema: where this section lives in SCHEMA
+
+    def matches(self, value: Any) -> bool:
+        return isinstance(value, Mapping)
+
+    def check(self, value: Any, path: Path_) -> Any:
+        for name in value:
+            if not isinstance(name, str):
+                raise _Invalid(path, f"key {name!r} is not a name; keys must be words such as "
+                                     f"'{next(iter(self.keys))}'", at=path + (str(name),))
+            if name not in self.keys:
+                raise _Invalid(path, _unknown_key_message(self, name), at=path + (name,))
+        out = {}
+        for name, item in value.items():
+            out[name] = self.keys[name].type.validate(item, path + (name,))
+        for name, key in self.keys.items():
+            if name in value:
+                continue
+            if key.required:
+                raise _Invalid(path, f"required key '{name}' is missing ({key.doc}); add it")
+            if key.fill:
+                out[name] = self.default_for(name, path)
+        return out
+
+    def default_for(self, name: str, path: Path_) -> Any:
+        """The value filled in for the absent key `name` (a fresh copy)."""
+        key = self.keys[name]
+        if isinstance(key.type, Section) and key.default is NO_DEFAULT:
+            return key.type.check({}, path + (name,))
+        return copy.deepcopy(key.default)
+
+    def kinds(self) -> set:
+        return {"map"}
+
+
+def _type_hint(expected: _Type, value: Any) -> str:
+    """A '; <what to do>' suffix for common type slips (quoted numbers, 1e-4, 10.0 for an int, ...)."""
+    kinds = expected.kinds()
+    if isinstance(value, str) and kinds & {"int", "float"}:
+        try:
+            number = float(value)
+        except ValueError:
+            return ""
+        text = value.strip()
+        if "e" in text.lower() and "." not in text.lower().split("e")[0]:
+            mantissa, exponent = text.lower().split("e", 1)
+            sign = exponent if exponent[:1] in "+-" else "+" + exponent
+            return (f"; YAML reads {text} as text, write it with a dot and a signed exponent, "
+                    f"e.g. {mantissa}.0e{sign}")
+        if "int" in kinds and "float" not in kinds and not number.is_integer():
+            return ""
+        return "; remove the quotes"
+    if isinstance(value, str) and "bool" in kinds and value.strip().lower() in ("true", "false", "yes", "no"):
+        return "; write true or false without quotes"
+    if isinstance(value, bool) and kinds & {"int", "float"}:
+        return "; write a number, not true/false"
+    if isinstance(value, float) and "int" in kinds and "float" not in kinds and value.is_integer():
+        return f"; write it without a decimal point: {int(value)}"
+    if isinstance(value, int) and not isinstance(value, bool) and "bool" in kinds:
+        return "; write true or false"
+    if value is None and kinds == {"map"}:
+        return "; give its keys on indented lines below it, or remove it"
+    return ""
+
+
+# ----------------------------------------------------------------------------------------------
+# Value rules
+# ----------------------------------------------------------------------------------------------
+
+def _inverse_integer_rule(value: float) -> Optional[str]:
+    """Rule: value in (0, 1] and 1/value a whole number (the anti-aliased downscaling keeps every
+    (1/value)-th pixel)."""
+    if not 0 < value <= 1:
+        return f"must be in (0, 1], got {value!r}"
+    inverse = 1.0 / value
+    if not math.isclose(inverse, round(inverse), rel_tol=1e-9, abs_tol=1e-9):
+        return (f"must be 1/n for a whole number n (1, 0.5, 0.25, 0.125, ...): the image is blurred and "
+                f"then every n-th pixel kept, got {value!r}")
+    return None
+
+
+def _extension_rule(value: str) -> Optional[str]:
+    """Rule: a file extension with its leading dot, e.g. '.mp4'."""
+    if not value.startswith(".") or len(value) < 2:
+        return f"must be a file extension with its leading dot, e.g. '.mp4' or '.gif', got {value!r}"
+    return None
+
+
+def _nonempty_rule(value: str) -> Optional[str]:
+    """Rule: a non-empty string."""
+    if not value.strip():
+        return "must not be empty"
+    return None
+
+
+_SCALE = Float(rule=_inverse_integer_rule)
+_POS_INT = Int(min=1)
+_NONNEG_INT = Int(min=0)
+_NONNEG = Float(min=0)
+_POSITIVE = Float(min=0, min_exclusive=True)
+_PATH = Str(rule=_nonempty_rule)
+
+
+def _req(type_: _Type, doc: str) -> Key:
+    """A required key."""
+    return Key(type_, doc, required=True)
+
+
+def _opt(type_: _Type, doc: str, default: Any = NO_DEFAULT) -> Key:
+    """An optional key that is validated but not filled in (`default` is documentation only)."""
+    return Key(type_, doc, default=default)
+
+
+def _fill(type_: _Type, doc: str, default: Any = NO_DEFAULT) -> Key:
+    """An optional key that is filled in with `default` when absent."""
+    return Key(type_, doc, default=default, fill=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# The schema
+# ----------------------------------------------------------------------------------------------
+
+_AUGMENTATION = Section({
+    "flip_param": _opt(OneOf(Section({
+        "horizontal_flip": _opt(Bool(), "mirror both frames left-right with probability 0.5", False),
+        "time_flip": _opt(Bool(), "swap the order of the frames with probability 0.5", False),
+    }), Null()), "random flips (applied first); null or absent = none"),
+    "rotation_param": _opt(OneOf(Section({
+        "degrees": _req(OneOf(_NONNEG, ListOf(Float(), length=2, length_reason="[min, max]")),
+                        "rotate by a random angle in [-degrees, degrees] (or in [min, max] for a list)"),
+    }), Null()), "random rotation (applied after flips); null or absent = none"),
+    "resize_param": _opt(OneOf(Section({
+        "ratio": _opt(ListOf(_POSITIVE, length=2, length_reason="[min, max]"),
+                      "rescale by a random factor drawn from [min, max]", [0.75, 4.0 / 3.0]),
+    }), Null()), "random rescaling (applied after rotation); null or absent = none"),
+    "crop_param": _opt(OneOf(Section({
+        "size": _req(OneOf(_POS_INT, ListOf(_POS_INT, length=2, length_reason="[height, width]")),
+                     "random crop of this size [height, width] (edge-padded first if the frame is smaller)"),
+    }), Null()), "random crop (applied after resizing); null or absent = none"),
+    "jitter_param": _opt(OneOf(Section({
+        "brightness": _opt(_NONNEG, "brightness factor drawn from [1 - b, 1 + b] (0 = off)", 0),
+        "contrast": _opt(_NONNEG, "contrast factor drawn from [1 - c, 1 + c] (0 = off)", 0),
+        "saturation": _opt(_NONNEG, "saturation factor drawn from [1 - s, 1 + s] (0 = off)", 0),
+        "hue": _opt(Float(min=0, max=0.5), "hue shift drawn from [-h, h], at most 0.5 (0 = off)", 0),
+    }), Null()), "random colour jitter (applied last); null or absent = none"),
+}, doc="training-time augmentation, applied in the fixed order flip, rotation, resize, crop, jitter")
+
+_DATASET = Section({
+    "root_dir": _req(_PATH, "folder of the videos; with train/ and test/ subfolders, else split 80/20 at random"),
+    "frame_shape": _fill(ListOf(_POS_INT, length=3, length_reason="[height, width, channels]"),
+                         "[height, width, channels] of one frame; used to cut stacked .png/.jpg strips",
+                         [256, 256, 3]),
+    "id_sampling": _fill(Bool(), "train on one random video per identity folder (train/<id>/<video>/*.mp4) "
+                                 "instead of on every video", False),
+    "pairs_list": _fill(OneOf(_PATH, Null()), "CSV with 'source' and 'driving' video names used by animate; "
+                                              "null = random pairs", None),
+    "augmentation_params": _fill(_AUGMENTATION, "training-time augmentation; absent = none", {}),
+}, doc="the video dataset")
+
+_COMMON = Section({
+    "num_kp": _req(_POS_INT, "number of keypoints"),
+    "num_channels": _req(_POS_INT, "number of image channels (3 for RGB)"),
+    "estimate_jacobian": _opt(Bool(), "first-order model: predict a 2x2 jacobian per keypoint "
+                                      "(false = zero-order, keypoint positions only)", False),
+}, doc="passed to every model constructor")
+
+_KP_DETECTOR = Section({
+    "temperature": _req(_POSITIVE, "softmax temperature of the keypoint heatmaps (smaller = peakier)"),
+    "block_expansion": _req(_POS_INT, "channel width multiplier of the hourglass"),
+    "max_features": _req(_POS_INT, "channel cap of the hourglass"),
+    "num_blocks": _req(_POS_INT, "number of down/up blocks of the hourglass"),
+    "scale_factor": _opt(_SCALE, "the detector works on the image downscaled by this factor (anti-aliased)", 1),
+    "single_jacobian_map": _opt(Bool(), "one set of jacobian maps shared by all keypoints", False),
+    "pad": _opt(_NONNEG_INT, "zero padding of the 7x7 keypoint head (0 = its output is 6 pixels smaller)", 0),
+}, doc="KPDetector")
+
+_DENSE_MOTION = Section({
+    "block_expansion": _req(_POS_INT, "channel width multiplier of the dense-motion hourglass"),
+    "max_features": _req(_POS_INT, "channel cap of the dense-motion hourglass"),
+    "num_blocks": _req(_POS_INT, "number of down/up blocks of the dense-motion hourglass"),
+    "scale_factor": _opt(_SCALE, "dense motion is estimated on the source downscaled by this factor", 1),
+    "kp_variance": _opt(_POSITIVE, "variance of the Gaussian drawn around each keypoint ([-1, 1] units)", 0.01),
+}, doc="DenseMotionNetwork (num_kp, num_channels and estimate_occlusion_map come from the generator)")
+
+_GENERATOR = Section({
+    "block_expansion": _req(_POS_INT, "channel width multiplier of the encoder/decoder"),
+    "max_features": _req(_POS_INT, "channel cap of the encoder/decoder"),
+    "num_down_blocks": _req(_NONNEG_INT, "number of downsampling (and upsampling) blocks"),
+    "num_bottleneck_blocks": _req(_NONNEG_INT, "number of residual blocks at the lowest resolution"),
+    "estimate_occlusion_map": _opt(Bool(), "predict an occlusion map that masks the warped features", False),
+    "dense_motion_params": _opt(OneOf(_DENSE_MOTION, Null()),
+                                "dense motion network; null or absent = no warping at all", None),
+}, doc="OcclusionAwareGenerator")
+
+_DISCRIMINATOR = Section({
+    "scales": _opt(ListOf(_SCALE, unique=True), "one discriminator per image scale; each must be in "
+                                                "train_params.scales", []),
+    "block_expansion": _opt(_POS_INT, "channel width multiplier", 64),
+    "max_features": _opt(_POS_INT, "channel cap", 512),
+    "num_blocks": _opt(_POS_INT, "number of down blocks (= number of feature maps for feature matching)", 4),
+    "sn": _opt(Bool(), "spectral normalisation on every convolution", False),
+    "use_kp": _opt(Bool(), "also feed the driving keypoint heatmaps to the discriminator", False),
+    "kp_variance": _opt(_POSITIVE, "variance of those keypoint heatmaps ([-1, 1] units)", 0.01),
+}, doc="MultiScaleDiscriminator")
+
+_MODEL = Section({
+    "common_params": _req(_COMMON, "parameters shared by all models"),
+    "kp_detector_params": _req(_KP_DETECTOR, "keypoint detector"),
+    "generator_params": _req(_GENERATOR, "generator"),
+    "discriminator_params": _req(_DISCRIMINATOR, "discriminator"),
+}, doc="model architecture")
+
+_TRANSFORM = Section({
+    "sigma_affine": _req(_NONNEG, "std of the random affine part of the equivariance warp"),
+    "sigma_tps": _opt(_NONNEG, "std of the thin-plate-spline part (needs points_tps)"),
+    "points_tps": _opt(Int(min=2), "the spline's control points form a points_tps x points_tps grid "
+                                   "(needs sigma_tps)"),
+}, doc="random warp for the equivariance losses")
+
+_LOSS_WEIGHTS = Section({
+    "generator_gan": _req(_NONNEG, "weight of the generator's LSGAN loss; 0 = no adversarial training"),
+    "discriminator_gan": _req(_NONNEG, "weight of the discriminator's LSGAN loss"),
+    "feature_matching": _req(ListOf(_NONNEG), "one weight per discriminator block (discriminator "
+                                              "feature-matching L1)"),
+    "perceptual": _req(ListOf(_NONNEG, length=NUM_VGG_LEVELS,
+                              length_reason="one weight per VGG19 feature level, relu1_1 ... relu5_1"),
+                       "weights of the multi-scale VGG19 perceptual loss"),
+    "equivariance_value": _req(_NONNEG, "weight of the keypoint equivariance loss"),
+    "equivariance_jacobian": _req(_NONNEG, "weight of the jacobian equivariance loss"),
+}, doc="loss weights")
+
+_TRAIN = Section({
+    "num_epochs": _req(_POS_INT, "number of training epochs"),
+    "num_repeats": _fill(_POS_INT, "each epoch passes over the dataset this many times", 1),
+    "epoch_milestones": _fill(ListOf(_NONNEG_INT), "divide all learning rates by 10 at these epochs", []),
+    "lr_generator": _req(_NONNEG, "Adam learning rate of the generator"),
+    "lr_discriminator": _req(_NONNEG, "Adam learning rate of the discriminator"),
+    "lr_kp_detector": _req(_NONNEG, "Adam learning rate of the keypoint detector (0 = frozen)"),
+    "batch_size": _req(_POS_INT, "batch size (over all devices)"),
+    "scales": _req(ListOf(_SCALE, min_length=1, unique=True),
+                   "image pyramid scales of the perceptual loss (also feed the discriminator)"),
+    "checkpoint_freq": _fill(_POS_INT, "save a checkpoint every this many epochs", 100),
+    "vgg19_weights": _fill(OneOf(_PATH, Null()), "local vgg19-dcbb9e9d.pth for the perceptual loss; "
+                                                 "null = $TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth", None),
+    "crop": _opt(Bool(), "not used; accepted so that the original custom_data.yaml loads"),
+    "transform_params": _req(_TRANSFORM, "random warp for the equivariance losses"),
+    "loss_weights": _req(_LOSS_WEIGHTS, "loss weights"),
+}, doc="training")
+
+_RECONSTRUCTION = Section({
+    "num_videos": _fill(OneOf(_NONNEG_INT, Null()), "number of test videos to reconstruct; null = all", None),
+    "format": _fill(Str(rule=_extension_rule), "file extension of the visualisations ('.mp4' or '.gif')",
+                    ".mp4"),
+}, doc="reconstruction mode")
+
+_NORMALIZATION = Section({
+    "adapt_movement_scale": _fill(Bool(), "scale the motion by sqrt(source / driving keypoint convex-hull "
+                                          "area)", False),
+    "use_relative_movement": _fill(Bool(), "move the source keypoints by the driving keypoints' "
+                                           "displacement since the first frame", False),
+    "use_relative_jacobian": _fill(Bool(), "with relative movement, also apply the jacobians' change "
+                                           "since the first frame", False),
+}, doc="how driving keypoints are transferred onto the source")
+
+_ANIMATE = Section({
+    "num_pairs": _fill(_POS_INT, "number of (source, driving) pairs to animate", 50),
+    "format": _fill(Str(rule=_extension_rule), "file extension of the visualisations ('.mp4' or '.gif')",
+                    ".mp4"),
+    "normalization_params": _fill(_NORMALIZATION, "how driving keypoints are transferred onto the source"),
+}, doc="animation mode")
+
+_VISUALIZER = Section({
+    "kp_size": _fill(_POS_INT, "radius in pixels of the drawn keypoints", 5),
+    "draw_border": _fill(Bool(), "draw a white frame around each image", False),
+    "colormap": _fill(Str(rule=_nonempty_rule), "matplotlib colormap that colours the keypoints",
+                      "gist_rainbow"),
+}, doc="visualisations")
+
+#: The whole config: one source of truth for keys, types, requirements, defaults and descriptions.
+SCHEMA = Section({
+    "dataset_params": _req(_DATASET, "the video dataset"),
+    "model_params": _req(_MODEL, "model architecture"),
+    "train_params": _req(_TRAIN, "training"),
+    "reconstruction_params": _fill(_RECONSTRUCTION, "reconstruction mode"),
+    "animate_params": _fill(_ANIMATE, "animation mode"),
+    "visualizer_params": _fill(_VISUALIZER, "visualisations"),
+}, doc="an FOMM config")
+
+
+def _walk_sections(section: Section, dotted: str) -> Iterator[Tuple[str, Section]]:
+    """Yield (dotted path, Section) for `section` and every section nested in it."""
+    yield dotted, section
+    for name, key in section.keys.items():
+        child = f"{dotted}.{name}" if dotted else name
+        types = key.type.types if isinstance(key.type, OneOf) else (key.type,)
+        for t in types:
+            if isinstance(t, Section):
+                yield from _walk_sections(t, child)
+
+
+def _index_schema() -> dict:
+    """Record each section's dotted path; map every key name to the sections that allow it."""
+    homes: dict = {}
+    for dotted, section in _walk_sections(SCHEMA, ""):
+        section.dotted = dotted
+        for name in section.keys:
+            homes.setdefault(name, []).append(dotted or "the top level")
+    return homes
+
+
+_KEY_HOMES = _index_schema()
+
+
+def iter_schema() -> Iterator[Tuple[str, Key]]:
+    """Yield (dotted key path, Key) for every key of the schema, depth first, in schema order."""
+    for dotted, section in _walk_sections(SCHEMA, ""):
+        for name, key in section.keys.items():
+            yield (f"{dotted}.{name}" if dotted else name), key
+
+
+def _unknown_key_message(section: Section, name: str) -> str:
+    """'unknown key ...' with a close-match suggestion and/or the section the key belongs in."""
+    homes = [home for home in _KEY_HOMES.get(name, []) if home != (section.dotted or "the top level")]
+    lowered = {allowed.lower(): allowed for allowed in section.keys}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    if homes and name in COMMON_KEYS:
+        return (f"unknown key '{name}' (it belongs in {' or '.join(homes)} only, which is passed to every "
+                f"model); move it there")
+    if homes and close:
+        return (f"unknown key '{name}' (did you mean '{lowered[close[0]]}'? '{name}' is a key of "
+                f"{' or '.join(homes)})")
+    if homes:
+        return f"unknown key '{name}' (it belongs in {' or '.join(homes)}); move it there"
+    if close:
+        return f"unknown key '{name}' (did you mean '{lowered[close[0]]}'?)"
+    return f"unknown key '{name}' (allowed here: {', '.join(section.keys)}); remove or rename it"
+
+
+# ----------------------------------------------------------------------------------------------
+# Cross-section rules
+# ----------------------------------------------------------------------------------------------
+
+def _default(section: Section, name: str) -> Any:
+    """Documented default of an optional key of `section`."""
+    return section.keys[name].default
+
+
+def _check_semantics(config: dict) -> None:
+    """Rules that involve more than one key; raises `_Invalid` on the first broken rule."""
+    model = config["model_params"]
+    common = model["common_params"]
+    train = config["train_params"]
+    discriminator = model["discriminator_params"]
+    estimate_jacobian = common.get("estimate_jacobian", _default(_COMMON, "estimate_jacobian"))
+
+    frame_shape = config["dataset_params"]["frame_shape"]
+    if frame_shape[2] != common["num_channels"]:
+        raise _Invalid(("dataset_params", "frame_shape"),
+                       f"{frame_shape} is [height, width, channels] with {frame_shape[2]} channel(s), but "
+                       f"model_params.common_params.num_channels is {common['num_channels']}; make them equal")
+
+    # The discriminator looks up pyramid level 'prediction_' + str(scale) built from train_params.scales.
+    train_scales = train["scales"]
+    train_keys = {"prediction_" + str(scale) for scale in train_scales}
+    for i, scale in enumerate(discriminator.get("scales", _default(_DISCRIMINATOR, "scales"))):
+        if "prediction_" + str(scale) in train_keys:
+            continue
+        path = ("model_params", "discriminator_params", "scales", i)
+        same_value = [t for t in train_scales if math.isclose(t, scale)]
+        if same_value:
+            raise _Invalid(path, f"scale {scale!r} equals {same_value[0]!r} of train_params.scales only "
+                                 f"numerically; the discriminator looks its image up by name "
+                                 f"('prediction_{scale}' vs 'prediction_{same_value[0]}'), so write both "
+                                 f"the same way")
+        raise _Invalid(path, f"scale {scale!r} is missing from train_params.scales {train_scales}; the "
+                             f"discriminator reads image pyramid level 'prediction_{scale}', so add "
+                             f"{scale!r} to train_params.scales or drop it here")
+
+    weights = train["loss_weights"]
+    num_blocks = discriminator.get("num_blocks", _default(_DISCRIMINATOR, "num_blocks"))
+    if discriminator.get("scales") and len(weights["feature_matching"]) != num_blocks:
+        raise _Invalid(("train_params", "loss_weights", "feature_matching"),
+                       f"has {len(weights['feature_matching'])} weight(s) but the discriminator has "
+                       f"{num_blocks} blocks (model_params.discriminator_params.num_blocks); "
+                       f"give one weight per block")
+
+    if weights["equivariance_jacobian"] != 0 and not estimate_jacobian:
+        raise _Invalid(("train_params", "loss_weights", "equivariance_jacobian"),
+                       f"is {weights['equivariance_jacobian']!r} but model_params.common_params."
+                       f"estimate_jacobian is not true, so there are no jacobians; set it to 0 or "
+                       f"set estimate_jacobian: true")
+
+    transform = train["transform_params"]
+    if ("sigma_tps" in transform) != ("points_tps" in transform):
+        given, absent = ("sigma_tps", "points_tps") if "sigma_tps" in transform else ("points_tps", "sigma_tps")
+        raise _Invalid(("train_params", "transform_params"),
+                       f"'{given}' is set but '{absent}' is not; the thin-plate-spline warp needs both, "
+                       f"so give both or neither")
+
+    normalization = config["animate_params"]["normalization_params"]
+    if (normalization["use_relative_movement"] and normalization["use_relative_jacobian"]
+            and not estimate_jacobian):
+        raise _Invalid(("animate_params", "normalization_params", "use_relative_jacobian"),
+                       "is true but model_params.common_params.estimate_jacobian is not, so there are "
+                       "no jacobians; set it to false")
+
+    if "crop" in train:
+        log.warning("train_params.crop is not used (it is accepted only for compatibility with the "
+                    "original custom_data.yaml)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Public functions
+# ----------------------------------------------------------------------------------------------
+
+def _dotted(path: Sequence[Union[str, int]]) -> str:
+    """('a', 'b', 2) -> 'a.b[2]'."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _error(where: str, problem: _Invalid, lines: Optional[Mapping[Path_, int]]) -> ConfigError:
+    """Format `problem` as a one-line ConfigError: '<where>: <key path>: <message> (line N)'."""
+    location = _dotted(problem.path)
+    text = f"{where}: {location}: {problem.message}" if location else f"{where}: {problem.message}"
+    if lines:
+        at = problem.at
+        while at and at not in lines:
+            at = at[:-1]
+        if at in lines:
+            text += f" (line {lines[at]})"
+    return ConfigError(" ".join(text.split("\n")))
+
+
+def _validate(config: Any, where: str, lines: Optional[Mapping[Path_, int]]) -> dict:
+    """Schema check, defaults and cross-section rules; raises ConfigError."""
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{where}: the top level must be a mapping of sections "
+                          f"({', '.join(SCHEMA.keys)}), got {_describe_value(config)}")
+    try:
+        result = SCHEMA.check(config, ())
+        _check_semantics(result)
+    except _Invalid as problem:
+        raise _error(where, problem, lines) from None
+    return result
+
+
+def validate_config(config: Mapping, where: Union[str, Path] = "<config>") -> dict:
+    """Check an in-memory config against `SCHEMA` and return a new dict with the defaults filled.
+
+    Args:
+        config: the parsed config (nested dicts/lists/scalars, as yaml.safe_load returns it).
+        where: the name used at the start of error messages (a file name, or '<config>').
+
+    Returns:
+        A new nested dict (the input is not modified); absent keys marked as filled in the schema
+        are added with their defaults. model_params is returned exactly as given.
+
+    Raises:
+        ConfigError: one line naming `where`, the dotted key path and what to do.
+    """
+    return _validate(config, str(where), None)
+
+
+def _line_map(text: str, where: str) -> dict:
+    """Map key paths to 1-based YAML line numbers; raise ConfigError on a key given twice.
+
+    Uses `yaml.compose` with the SafeLoader (it builds the node tree only, no Python objects).
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:  # pragma: no cover - safe_load accepted the same text
+        return {}
+    lines: dict = {}
+
+    def walk(node: yaml.Node, path: Path_, seen: frozenset) -> None:
+        if id(node) in seen:  # an alias pointing back into itself
+            return
+        seen = seen | {id(node)}
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                name = key_node.value
+                line = key_node.start_mark.line + 1
+                if name in first_line:
+                    location = f"{_dotted(path)}: " if path else ""
+                    raise ConfigError(f"{where}: {location}key '{name}' is given twice (lines "
+                                      f"{first_line[name]} and {line}); keep only one")
+                first_line[name] = line
+                lines.setdefault(path + (name,), line)
+                walk(value_node, path + (name,), seen)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines.setdefault(path + (i,), item.start_mark.line + 1)
+                walk(item, path + (i,), seen)
+
+    if root is not None:
+        walk(root, (), frozenset())
+    return lines
+
+
+def load_config(path: Union[str, Path]) -> dict:
+    """Read a YAML config with `yaml.safe_load`, check it and fill the defaults.
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        A plain nested dict, indexed like the original (``config['model_params']['common_params']``).
+
+    Raises:
+        ConfigError: the file is missing/unreadable/empty, is not valid YAML, or does not fit
+            `SCHEMA`; the one-line message names the file, the key path and the fix.
+    """
+    where = str(path)
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise ConfigError(f"{where}: config file not found; check the path (the official configs are in "
+                          f"{CONFIG_DIR})")
+    if file.is_dir():
+        raise ConfigError(f"{where}: is a folder, not a config file; give the path of a .yaml file")
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: is not a UTF-8 text file (byte {e.start}); give a YAML config") from e
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot be read ({e.strerror or e}); check its permissions") from e
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        problem = getattr(e, "problem", None) or str(e)
+        context = getattr(e, "context", None)
+        detail = f"{problem} ({context})" if context else str(problem)
+        position = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        message = f"{where}: not valid YAML{position}: {detail}; fix the syntax there"
+        raise ConfigError(" ".join(message.split())) from e
+    if config is None:
+        raise ConfigError(f"{where}: the file is empty (or only comments); start from one of the official "
+                          f"configs in {CONFIG_DIR}")
+    lines = _line_map(text, where)
+    result = _validate(config, where, lines)
+    log.debug("loaded config %s", where)
+    return result
+
+
+def find_config_files(directory: Union[str, Path, None] = None) -> list:
+    """The YAML configs in `directory` (default: the repository's config/ folder), sorted by name.
+
+    Used to say which official config fits a checkpoint. Returns an empty list when the folder does
+    not exist.
+    """
+    folder = Path(directory) if directory is not None else CONFIG_DIR
+    if not folder.is_dir():
+        log.debug("config folder %s does not exist", folder)
+        return []
+    return sorted(p for p in folder.glob("*.yaml") if p.is_file())

@@ -1,0 +1,221 @@
+"""Training losses (Sec. 3.3 and 3.4): the generator step and the discriminator step as whole
+modules that return named, already-weighted losses (this suits DataParallel)."""
+import torch
+from torch import nn
+from torch.autograd import grad
+
+from modules.errors import ConfigError
+from modules.util import AntiAliasInterpolation2d, make_coordinate_grid
+from modules.vgg import Vgg19, load_vgg19_weights  # noqa: F401  (Vgg19 is public here, as in the original)
+
+
+class ImagePyramide(nn.Module):
+    """Anti-aliased image pyramid: x (B, C, H, W) -> {'prediction_<scale>': (B, C, H*scale, W*scale)}.
+
+    Keys use str(scale) as written in the config (1 -> 'prediction_1', 0.5 -> 'prediction_0.5').
+    """
+
+    def __init__(self, scales, num_channels):
+        super().__init__()
+        self.downs = nn.ModuleDict({str(scale).replace('.', '-'): AntiAliasInterpolation2d(num_channels, scale)
+                                    for scale in scales})
+
+    def forward(self, x):
+        return {'prediction_' + scale.replace('-', '.'): down(x) for scale, down in self.downs.items()}
+
+
+class Transform:
+    """Random TPS transformation for the equivariance constraints (Sec. 3.4).
+
+    theta = eye(2, 3) + N(0, sigma_affine^2) per batch element; with `sigma_tps` and `points_tps`
+    also a thin-plate spline over a points_tps x points_tps control grid, whose radial basis
+    d^2 log(d + 1e-6) uses the L1 distance |z - c|_1 (the original's choice, kept).
+    The draws come from torch's global CPU generator, theta noise first, then the TPS parameters,
+    always in float32; they are moved to the device and dtype of the coordinates when used.
+    """
+
+    def __init__(self, bs, sigma_affine, sigma_tps=None, points_tps=None):
+        noise = torch.normal(mean=0, std=sigma_affine * torch.ones([bs, 2, 3]))
+        self.theta = noise + torch.eye(2, 3).view(1, 2, 3)  # (bs, 2, 3)
+        self.bs = bs
+        self.tps = sigma_tps is not None and points_tps is not None
+        if self.tps:
+            self.control_points = make_coordinate_grid((points_tps, points_tps), dtype=noise.dtype).unsqueeze(0)
+            self.control_params = torch.normal(mean=0, std=sigma_tps * torch.ones([bs, 1, points_tps ** 2]))
+
+    def transform_frame(self, frame):
+        """Warps frame (bs, C, H, W) by the transform (reflection padding) -> (bs, C, H, W)."""
+        h, w = frame.shape[2:]
+        grid = make_coordinate_grid((h, w), device=frame.device, dtype=frame.dtype).view(1, h * w, 2)
+        grid = self.warp_coordinates(grid).view(self.bs, h, w, 2)
+        # align_corners=False: torch>=1.3 default, what the original gets today; the fixtures encode it.
+        return torch.nn.functional.grid_sample(frame, grid, padding_mode='reflection', align_corners=False)
+
+    def warp_coordinates(self, coordinates):
+        """coordinates: (bs or 1, N, 2) as (x, y) -> (bs, N, 2) transformed."""
+        theta = self.theta.to(coordinates).unsqueeze(1)  # (bs, 1, 2, 3)
+        transformed = torch.matmul(theta[:, :, :, :2], coordinates.unsqueeze(-1)) + theta[:, :, :, 2:]
+        transformed = transformed.squeeze(-1)  # (bs, N, 2)
+        if self.tps:
+            control_points = self.control_points.to(coordinates)
+            control_params = self.control_params.to(coordinates)
+            distances = coordinates.view(coordinates.shape[0], -1, 1, 2) - control_points.view(1, 1, -1, 2)
+            distances = torch.abs(distances).sum(-1)  # L1 distance to each control point, (., N, P*P)
+            result = distances ** 2
+            result = result * torch.log(distances + 1e-6)
+            result = result * control_params
+            result = result.sum(dim=2).view(self.bs, coordinates.shape[1], 1)
+            transformed = transformed + result
+        return transformed
+
+    def jacobian(self, coordinates):
+        """d warp_coordinates / d coordinates at `coordinates` (bs, N, 2) -> (bs, N, 2, 2), via autograd
+        with create_graph=True (the loss backpropagates through it)."""
+        if not coordinates.requires_grad:
+            coordinates = coordinates.detach().requires_grad_(True)
+        new_coordinates = self.warp_coordinates(coordinates)
+        grad_x = grad(new_coordinates[..., 0].sum(), coordinates, create_graph=True)
+        grad_y = grad(new_coordinates[..., 1].sum(), coordinates, create_graph=True)
+        return torch.cat([grad_x[0].unsqueeze(-2), grad_y[0].unsqueeze(-2)], dim=-2)
+
+
+def detach_kp(kp):
+    """Keypoint dict with every tensor detached."""
+    return {key: value.detach() for key, value in kp.items()}
+
+
+def _loss_weights(train_params):
+    weights = dict(train_params.get('loss_weights', {}))
+    for name in ('generator_gan', 'discriminator_gan', 'equivariance_value', 'equivariance_jacobian'):
+        weights.setdefault(name, 0)
+    weights.setdefault('perceptual', [0, 0, 0, 0, 0])
+    weights.setdefault('feature_matching', [])
+    return weights
+
+
+class GeneratorFullModel(nn.Module):
+    """Generator step: keypoints, generation and every generator-side loss.
+
+    x: {'source': (B, C, H, W), 'driving': (B, C, H, W)} in [0, 1] ->
+    (losses, generated) with losses = {'perceptual', 'gen_gan', 'feature_matching',
+    'equivariance_value', 'equivariance_jacobian'} (each only when its weight is non-zero, already
+    weighted, 0-dim) and generated = the generator's dict + 'kp_source', 'kp_driving' and, with an
+    equivariance loss, 'transformed_frame', 'transformed_kp'.
+
+    The perceptual loss needs the VGG19 ImageNet weights: they are read from
+    train_params['vgg19_weights'] if set, else from torch.hub's cache (see modules.vgg); nothing
+    is downloaded here.
+    """
+
+    def __init__(self, kp_extractor, generator, discriminator, train_params):
+        super().__init__()
+        self.kp_extractor = kp_extractor
+        self.generator = generator
+        self.discriminator = discriminator
+        self.train_params = train_params
+        self.scales = train_params['scales']
+        self.disc_scales = self.discriminator.scales
+        self.pyramid = ImagePyramide(self.scales, generator.num_channels)
+        self.loss_weights = _loss_weights(train_params)
+
+        if self.loss_weights['equivariance_jacobian'] != 0 and getattr(kp_extractor, 'jacobian', None) is None:
+            raise ConfigError('train_params.loss_weights.equivariance_jacobian is non-zero but the keypoint '
+                              'detector estimates no jacobians (common_params.estimate_jacobian): set it to 0')
+        if sum(self.loss_weights['perceptual']) != 0:
+            self.vgg = Vgg19()
+            load_vgg19_weights(self.vgg, train_params.get('vgg19_weights'))
+
+    def forward(self, x):
+        kp_source = self.kp_extractor(x['source'])
+        kp_driving = self.kp_extractor(x['driving'])
+        generated = self.generator(x['source'], kp_source=kp_source, kp_driving=kp_driving)
+        generated.update({'kp_source': kp_source, 'kp_driving': kp_driving})
+
+        loss_values = {}
+        pyramide_real = self.pyramid(x['driving'])
+        pyramide_generated = self.pyramid(generated['prediction'])
+
+        weights = self.loss_weights
+        if sum(weights['perceptual']) != 0:
+            value_total = 0
+            for scale in self.scales:
+                x_vgg = self.vgg(pyramide_generated['prediction_' + str(scale)])
+                y_vgg = self.vgg(pyramide_real['prediction_' + str(scale)])
+                for i, weight in enumerate(weights['perceptual']):
+                    value = torch.abs(x_vgg[i] - y_vgg[i].detach()).mean()
+                    value_total += weight * value
+            loss_values['perceptual'] = value_total
+
+        if weights['generator_gan'] != 0:
+            # Generated first, then real: the order matters for the spectral-norm power iterations.
+            discriminator_maps_generated = self.discriminator(pyramide_generated, kp=detach_kp(kp_driving))
+            discriminator_maps_real = self.discriminator(pyramide_real, kp=detach_kp(kp_driving))
+            value_total = 0
+            for scale in self.disc_scales:
+                value = ((1 - discriminator_maps_generated['prediction_map_%s' % scale]) ** 2).mean()
+                value_total += weights['generator_gan'] * value
+            loss_values['gen_gan'] = value_total
+
+            if sum(weights['feature_matching']) != 0:
+                value_total = 0
+                for scale in self.disc_scales:
+                    key = 'feature_maps_%s' % scale
+                    # The real features are not detached, as in the original.
+                    for i, (a, b) in enumerate(zip(discriminator_maps_real[key], discriminator_maps_generated[key])):
+                        if weights['feature_matching'][i] == 0:
+                            continue
+                        value_total += weights['feature_matching'][i] * torch.abs(a - b).mean()
+                loss_values['feature_matching'] = value_total
+
+        if (weights['equivariance_value'] + weights['equivariance_jacobian']) != 0:
+            transform = Transform(x['driving'].shape[0], **self.train_params['transform_params'])
+            transformed_frame = transform.transform_frame(x['driving'])
+            transformed_kp = self.kp_extractor(transformed_frame)
+            generated['transformed_frame'] = transformed_frame
+            generated['transformed_kp'] = transformed_kp
+
+            if weights['equivariance_value'] != 0:
+                value = torch.abs(kp_driving['value'] - transform.warp_coordinates(transformed_kp['value'])).mean()
+                loss_values['equivariance_value'] = weights['equivariance_value'] * value
+
+            if weights['equivariance_jacobian'] != 0:
+                jacobian_transformed = torch.matmul(transform.jacobian(transformed_kp['value']),
+                                                    transformed_kp['jacobian'])
+                normed_driving = torch.inverse(kp_driving['jacobian'])
+                value = torch.matmul(normed_driving, jacobian_transformed)
+                eye = torch.eye(2, device=value.device, dtype=value.dtype).view(1, 1, 2, 2)
+                loss_values['equivariance_jacobian'] = weights['equivariance_jacobian'] * torch.abs(eye - value).mean()
+
+        return loss_values, generated
+
+
+class DiscriminatorFullModel(nn.Module):
+    """Discriminator step (LSGAN): (x, generated) -> {'disc_gan': weighted 0-dim loss}.
+
+    x['driving'] is the real image; generated['prediction'] is detached here.
+    """
+
+    def __init__(self, kp_extractor, generator, discriminator, train_params):
+        super().__init__()
+        self.kp_extractor = kp_extractor
+        self.generator = generator
+        self.discriminator = discriminator
+        self.train_params = train_params
+        self.scales = self.discriminator.scales
+        self.pyramid = ImagePyramide(self.scales, generator.num_channels)
+        self.loss_weights = _loss_weights(train_params)
+
+    def forward(self, x, generated):
+        pyramide_real = self.pyramid(x['driving'])
+        pyramide_generated = self.pyramid(generated['prediction'].detach())
+
+        kp_driving = generated['kp_driving']
+        discriminator_maps_generated = self.discriminator(pyramide_generated, kp=detach_kp(kp_driving))
+        discriminator_maps_real = self.discriminator(pyramide_real, kp=detach_kp(kp_driving))
+
+        value_total = 0
+        for scale in self.scales:
+            key = 'prediction_map_%s' % scale
+            value = (1 - discriminator_maps_real[key]) ** 2 + discriminator_maps_generated[key] ** 2
+            value_total += self.loss_weights['discriminator_gan'] * value.mean()
+        return {'disc_gan': value_total}

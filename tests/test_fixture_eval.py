@@ -1,0 +1,104 @@
+"""Eval-mode forward passes against the original implementation's outputs (fixture-small)."""
+import pytest
+import torch
+
+from modules.build import build_models
+from modules.checkpoint import load_state
+from modules.model import ImagePyramide
+from tests.conftest import FIXTURE_DIR, assert_close
+
+T = 4
+
+
+@pytest.fixture(scope='module')
+def models(fixture_config):
+    models = build_models(fixture_config['model_params'])
+    load_state(FIXTURE_DIR / 'checkpoint.pth.tar', models)
+    for m in models.values():
+        m.eval()
+    return models
+
+
+def kp_of(ref, prefix):
+    return {'value': ref[prefix + '/value'], 'jacobian': ref[prefix + '/jacobian']}
+
+
+def test_keypoints_match_original(models, ref):
+    with torch.no_grad():
+        kp_source = models['kp_detector'](ref['inputs/source'])
+        for name in ('value', 'jacobian'):
+            assert_close(kp_source[name], ref['kp_source/' + name], 'kp_source/' + name)
+        for t in range(T):
+            kp_driving = models['kp_detector'](ref['inputs/driving'][:, :, t])
+            for name in ('value', 'jacobian'):
+                assert_close(kp_driving[name], ref[f'kp_driving/{t}/{name}'], f'kp_driving/{t}/{name}')
+
+
+@pytest.mark.parametrize('t', range(T))
+def test_generator_outputs_match_original(models, ref, t):
+    with torch.no_grad():
+        out = models['generator'](ref['inputs/source'], kp_source=kp_of(ref, 'kp_source'),
+                                  kp_driving=kp_of(ref, f'kp_driving/{t}'))
+    expected = {k.split('/')[-1]: v for k, v in ref.items() if k.startswith(f'generator/{t}/')}
+    assert list(out) == list(expected), 'same keys in the same order'
+    for name, value in expected.items():
+        assert_close(out[name], value, f'generator/{t}/{name}')
+
+
+@pytest.mark.parametrize('t', range(T))
+def test_dense_motion_deformation_matches_original(models, ref, t):
+    dense_motion = models['generator'].dense_motion_network
+    with torch.no_grad():
+        out = dense_motion(source_image=ref['inputs/source'], kp_driving=kp_of(ref, f'kp_driving/{t}'),
+                           kp_source=kp_of(ref, 'kp_source'))
+    assert_close(out['deformation'], ref[f'dense_motion/{t}/deformation'], 'deformation')
+    assert_close(out['mask'], ref[f'generator/{t}/mask'], 'mask')
+
+
+def test_dense_motion_internals_match_original(models, ref):
+    dense_motion = models['generator'].dense_motion_network
+    with torch.no_grad():
+        source_downscaled = dense_motion.down(ref['inputs/source'])
+        assert_close(source_downscaled, ref['dense_motion_internals/source_downscaled'], 'source_downscaled')
+        kp_driving, kp_source = kp_of(ref, 'kp_driving/1'), kp_of(ref, 'kp_source')
+        heatmap = dense_motion.create_heatmap_representations(source_downscaled, kp_driving, kp_source)
+        assert_close(heatmap, ref['dense_motion_internals/heatmap_representation'], 'heatmap_representation')
+        sparse = dense_motion.create_sparse_motions(source_downscaled, kp_driving, kp_source)
+        assert_close(sparse, ref['dense_motion_internals/sparse_motions'], 'sparse_motions')
+
+
+def test_discriminator_matches_original(models, ref):
+    discriminator = models['discriminator']
+    with torch.no_grad():
+        pyramid = ImagePyramide(discriminator.scales, 3)(ref['inputs/source'])
+        for key, value in ref.items():
+            if key.startswith('discriminator_input_pyramid/'):
+                assert_close(pyramid[key.split('/')[1]], value, key)
+        out = discriminator(pyramid, kp=kp_of(ref, 'kp_source'))
+    checked = 0
+    for key, value in ref.items():
+        if key.startswith('discriminator/'):
+            parts = key.split('/')[1:]
+            actual = out[parts[0]] if len(parts) == 1 else out[parts[0]][int(parts[1])]
+            assert_close(actual, value, key)
+            checked += 1
+    assert checked == 5
+
+
+def test_image_pyramid_matches_original(ref):
+    pyramid = ImagePyramide([1, 0.5, 0.25, 0.125], 3)
+    with torch.no_grad():
+        out = pyramid(ref['inputs/driving'][:, :, 0])
+    assert torch.equal(out['prediction_1'], ref['inputs/driving'][:, :, 0])
+    for scale in ('0.5', '0.25', '0.125'):
+        assert_close(out['prediction_' + scale], ref['pyramid_driving0/prediction_' + scale], scale)
+
+
+def test_source_features_can_be_reused(models, ref):
+    """Encoding the source once and passing it in gives the same frame as encoding it every time."""
+    generator = models['generator']
+    with torch.no_grad():
+        features = generator.encode(ref['inputs/source'])
+        out = generator(ref['inputs/source'], kp_source=kp_of(ref, 'kp_source'),
+                        kp_driving=kp_of(ref, 'kp_driving/2'), source_features=features)
+    assert_close(out['prediction'], ref['generator/2/prediction'], 'prediction')
