@@ -13,7 +13,7 @@ import sys
 import torch
 
 from modules.build import MODEL_NAMES, build_models
-from modules.checkpoint import OPTIMIZER_NAMES, fitting_configs, load_state, read_checkpoint
+from modules.checkpoint import OPTIMIZER_NAMES, display_path, fitting_configs, load_state, read_checkpoint
 from modules.config import load_config
 from modules.errors import UserError
 from modules.vgg import Vgg19, fetch_vgg19_weights, load_vgg19_weights
@@ -52,9 +52,9 @@ def check(config_path=None, checkpoint_path=None, vgg19=None):
         else:
             fits, closest = fitting_configs(checkpoint)
             if fits:
-                report.append(f'checkpoint {checkpoint_path} fits: ' + ', '.join(str(p) for p in fits))
+                report.append(f'checkpoint {checkpoint_path} fits: ' + ', '.join(display_path(p) for p in fits))
             else:
-                raise UserError(f'{checkpoint_path} fits no official config (closest: {closest}); '
+                raise UserError(f'{checkpoint_path} fits no official config (closest: {display_path(closest) if closest else None}); '
                                 f'use the config it was trained with')
     if vgg19 is not None:
         path = vgg19 or (config or {}).get('train_params', {}).get('vgg19_weights')

@@ -144,7 +144,7 @@ def fitting_configs(checkpoint, config_paths=None, names=None):
     return fits, closest
 
 
-def _display(path):
+def display_path(path):
     """A path relative to the working directory when it is below it (config/vox-256.yaml)."""
     try:
         return str(Path(path).resolve().relative_to(Path.cwd()))
@@ -155,9 +155,9 @@ def _display(path):
 def _fit_hint(checkpoint, names):
     fits, closest = fitting_configs(checkpoint, names=names)
     if fits:
-        return 'it fits ' + ' / '.join(_display(p) for p in fits) + ': use that config'
+        return 'it fits ' + ' / '.join(display_path(p) for p in fits) + ': use that config'
     if closest is not None:
-        return f'no official config fits it exactly (closest: {_display(closest)}); use the config it was trained with'
+        return f'no official config fits it exactly (closest: {display_path(closest)}); use the config it was trained with'
     return 'no official config fits it; use the config it was trained with'
 
 
