@@ -93,7 +93,19 @@ def _loss_weights(train_params):
     return weights
 
 
-class GeneratorFullModel(nn.Module):
+class _TrainingStep(nn.Module):
+    """What both training steps hold: the three networks, the train params and the loss weights."""
+
+    def __init__(self, kp_extractor, generator, discriminator, train_params):
+        super().__init__()
+        self.kp_extractor = kp_extractor
+        self.generator = generator
+        self.discriminator = discriminator
+        self.train_params = train_params
+        self.loss_weights = _loss_weights(train_params)
+
+
+class GeneratorFullModel(_TrainingStep):
     """Generator step: keypoints, generation and every generator-side loss.
 
     x: {'source': (B, C, H, W), 'driving': (B, C, H, W)} in [0, 1] ->
@@ -108,15 +120,10 @@ class GeneratorFullModel(nn.Module):
     """
 
     def __init__(self, kp_extractor, generator, discriminator, train_params):
-        super().__init__()
-        self.kp_extractor = kp_extractor
-        self.generator = generator
-        self.discriminator = discriminator
-        self.train_params = train_params
+        super().__init__(kp_extractor, generator, discriminator, train_params)
         self.scales = train_params['scales']
         self.disc_scales = self.discriminator.scales
         self.pyramid = ImagePyramide(self.scales, generator.num_channels)
-        self.loss_weights = _loss_weights(train_params)
 
         if self.loss_weights['equivariance_jacobian'] != 0 and getattr(kp_extractor, 'jacobian', None) is None:
             raise ConfigError('train_params.loss_weights.equivariance_jacobian is non-zero but the keypoint '
@@ -189,21 +196,16 @@ class GeneratorFullModel(nn.Module):
         return loss_values, generated
 
 
-class DiscriminatorFullModel(nn.Module):
+class DiscriminatorFullModel(_TrainingStep):
     """Discriminator step (LSGAN): (x, generated) -> {'disc_gan': weighted 0-dim loss}.
 
     x['driving'] is the real image; generated['prediction'] is detached here.
     """
 
     def __init__(self, kp_extractor, generator, discriminator, train_params):
-        super().__init__()
-        self.kp_extractor = kp_extractor
-        self.generator = generator
-        self.discriminator = discriminator
-        self.train_params = train_params
+        super().__init__(kp_extractor, generator, discriminator, train_params)
         self.scales = self.discriminator.scales
         self.pyramid = ImagePyramide(self.scales, generator.num_channels)
-        self.loss_weights = _loss_weights(train_params)
 
     def forward(self, x, generated):
         pyramide_real = self.pyramid(x['driving'])

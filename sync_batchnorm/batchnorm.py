@@ -178,8 +178,13 @@ class _SynchronizedBatchNorm(_BatchNorm):
         total_count = int(round(packed[2 * num_channels].item()))
         return packed[:num_channels], packed[num_channels:2 * num_channels], total_count
 
+    _dims = ()      # accepted input ranks, set by each subclass
+    _layout = ''    # how the input is laid out, for the error message
+
     def _check_input_dim(self, input):
-        raise NotImplementedError
+        if input.dim() not in self._dims:
+            raise ValueError(f'{type(self).__name__} expects a {" or ".join(f"{d}D" for d in self._dims)} input '
+                             f'{self._layout}, got a {input.dim()}D input of shape {tuple(input.shape)}')
 
 
 class SynchronizedBatchNorm1d(_SynchronizedBatchNorm):
@@ -189,10 +194,8 @@ class SynchronizedBatchNorm1d(_SynchronizedBatchNorm):
     (num_batches_tracked stays 0; clamp(var, eps) in the multi-replica path).
     """
 
-    def _check_input_dim(self, input):
-        if input.dim() not in (2, 3):
-            raise ValueError(f'SynchronizedBatchNorm1d expects a 2D or 3D input (B, C[, L]), '
-                             f'got a {input.dim()}D input of shape {tuple(input.shape)}')
+    _dims = (2, 3)
+    _layout = '(B, C[, L])'
 
 
 class SynchronizedBatchNorm2d(_SynchronizedBatchNorm):
@@ -204,10 +207,8 @@ class SynchronizedBatchNorm2d(_SynchronizedBatchNorm):
     (num_batches_tracked stays 0; clamp(var, eps) in the multi-replica path).
     """
 
-    def _check_input_dim(self, input):
-        if input.dim() != 4:
-            raise ValueError(f'SynchronizedBatchNorm2d expects a 4D input (B, C, H, W), '
-                             f'got a {input.dim()}D input of shape {tuple(input.shape)}')
+    _dims = (4,)
+    _layout = '(B, C, H, W)'
 
 
 class SynchronizedBatchNorm3d(_SynchronizedBatchNorm):
@@ -217,7 +218,5 @@ class SynchronizedBatchNorm3d(_SynchronizedBatchNorm):
     (num_batches_tracked stays 0; clamp(var, eps) in the multi-replica path).
     """
 
-    def _check_input_dim(self, input):
-        if input.dim() != 5:
-            raise ValueError(f'SynchronizedBatchNorm3d expects a 5D input (B, C, D, H, W), '
-                             f'got a {input.dim()}D input of shape {tuple(input.shape)}')
+    _dims = (5,)
+    _layout = '(B, C, D, H, W)'
