@@ -161,18 +161,19 @@ def _fit_hint(checkpoint, names):
     return 'no official config fits it; use the config it was trained with'
 
 
-def load_state(checkpoint, modules, source=None, config_path=None, optional=()):
+def load_state(checkpoint, modules, source=None, config_path=None, optional=(), map_location='cpu'):
     """Loads entries of a checkpoint into modules and optimizers, strictly.
 
     checkpoint: a path or an already loaded dict. modules: {checkpoint key: nn.Module or
     torch.optim.Optimizer}, e.g. {'generator': g, 'kp_detector': kp}. optional: keys that may be
     absent from the checkpoint (skipped with a log message, as the original Logger tolerates a
-    missing discriminator). Returns the checkpoint's epoch (or None).
+    missing discriminator). map_location: where a checkpoint read from a path is loaded (the
+    modules' own device is kept either way: values are copied into them). Returns the checkpoint's epoch (or None).
     Raises CheckpointError naming every mismatching key and the official config that fits.
     """
     if not isinstance(checkpoint, dict):
         source = source or str(checkpoint)
-        checkpoint = read_checkpoint(checkpoint)
+        checkpoint = read_checkpoint(checkpoint, map_location=map_location)
     source = source or 'checkpoint'
     against = f' {config_path}' if config_path else ' the model'
 
