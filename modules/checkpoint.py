@@ -21,6 +21,7 @@ from torch import nn
 
 from modules.build import MODEL_NAMES, build_models
 from modules.errors import CheckpointError, ConfigError
+from modules.util import unwrap
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,6 @@ def read_checkpoint(path, map_location='cpu'):
         raise CheckpointError(f'{path} holds a {type(checkpoint).__name__}, not a checkpoint dict '
                               f'with {", ".join(MODEL_NAMES)}')
     return checkpoint
-
-
-def unwrap(module):
-    """The module inside DataParallel / DistributedDataParallel wrappers."""
-    while isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        module = module.module
-    return module
 
 
 def strip_prefix(state_dict, prefix='module.'):

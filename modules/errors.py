@@ -21,3 +21,7 @@ class CheckpointError(UserError):
 
 class InputError(UserError):
     """An input file (image, video, weight file, dataset folder) is missing or unusable."""
+
+
+class TrainingError(UserError):
+    """Training cannot go on: a loss became NaN/inf, or the data cannot fill one batch."""

@@ -5,7 +5,7 @@ from torch import nn
 from torch.autograd import grad
 
 from modules.errors import ConfigError
-from modules.util import AntiAliasInterpolation2d, make_coordinate_grid
+from modules.util import AntiAliasInterpolation2d, make_coordinate_grid, unwrap
 from modules.vgg import Vgg19, load_vgg19_weights  # noqa: F401  (Vgg19 is public here, as in the original)
 
 
@@ -122,10 +122,10 @@ class GeneratorFullModel(_TrainingStep):
     def __init__(self, kp_extractor, generator, discriminator, train_params):
         super().__init__(kp_extractor, generator, discriminator, train_params)
         self.scales = train_params['scales']
-        self.disc_scales = self.discriminator.scales
-        self.pyramid = ImagePyramide(self.scales, generator.num_channels)
+        self.disc_scales = unwrap(discriminator).scales
+        self.pyramid = ImagePyramide(self.scales, unwrap(generator).num_channels)
 
-        if self.loss_weights['equivariance_jacobian'] != 0 and getattr(kp_extractor, 'jacobian', None) is None:
+        if self.loss_weights['equivariance_jacobian'] != 0 and getattr(unwrap(kp_extractor), 'jacobian', None) is None:
             raise ConfigError('train_params.loss_weights.equivariance_jacobian is non-zero but the keypoint '
                               'detector estimates no jacobians (common_params.estimate_jacobian): set it to 0')
         if sum(self.loss_weights['perceptual']) != 0:
@@ -204,8 +204,8 @@ class DiscriminatorFullModel(_TrainingStep):
 
     def __init__(self, kp_extractor, generator, discriminator, train_params):
         super().__init__(kp_extractor, generator, discriminator, train_params)
-        self.scales = self.discriminator.scales
-        self.pyramid = ImagePyramide(self.scales, generator.num_channels)
+        self.scales = unwrap(discriminator).scales
+        self.pyramid = ImagePyramide(self.scales, unwrap(generator).num_channels)
 
     def forward(self, x, generated):
         pyramide_real = self.pyramid(x['driving'])

@@ -18,6 +18,13 @@ from torch import nn
 
 from sync_batchnorm import SynchronizedBatchNorm2d as BatchNorm2d
 
+def unwrap(module):
+    """The module inside DataParallel / DistributedDataParallel wrappers (for attributes and saving)."""
+    while isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        module = module.module
+    return module
+
+
 # ----------------------------------------------------------------------------------------------
 # Coordinates and heatmaps
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,150 @@
+"""Entry point of the toolkit, as the original run.py:
+
+    python run.py --config config/vox-256.yaml --mode train [--device_ids 0,1]
+    python run.py --config config/vox-256.yaml --mode train --checkpoint "log/vox-256 .../00000009-checkpoint.pth.tar"
+    python run.py --config config/vox-adv-256.yaml --mode train --init vox-cpk.pth.tar
+    torchrun --nproc_per_node=4 run.py --config config/vox-256.yaml --mode train
+    python run.py --config config/vox-256.yaml --mode reconstruction --checkpoint vox-cpk.pth.tar
+    python run.py --config config/vox-256.yaml --mode animate --checkpoint vox-cpk.pth.tar
+
+A user mistake (bad config, checkpoint, dataset) is one line on stderr and exit status 2.
+"""
+import argparse
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from time import gmtime, strftime
+
+import torch
+
+from modules.build import build_models
+from modules.config import load_config
+from modules.errors import UserError
+from modules.vgg import fetch_vgg19_weights
+
+log = logging.getLogger('run')
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description='First Order Motion Model: train, reconstruct, animate.',
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--config', required=True, help='path to a YAML config (see config/)')
+    parser.add_argument('--mode', default='train', choices=['train', 'reconstruction', 'animate'])
+    parser.add_argument('--log_dir', default='log', help='folder of the run folders')
+    parser.add_argument('--checkpoint', default=None,
+                        help='train: resume this run (same folder, next epoch, optimizers and schedulers '
+                             'restored); reconstruction/animate: the weights to use')
+    parser.add_argument('--init', default=None,
+                        help='train: start a NEW run at epoch 0 from this checkpoint\'s weights only (e.g. '
+                             'vox-cpk.pth.tar into vox-adv-256.yaml; a missing discriminator is fine)')
+    parser.add_argument('--device_ids', default='0', type=lambda s: [int(i) for i in s.split(',') if i != ''],
+                        help='comma-separated CUDA device ids; several = DataParallel with synchronised BatchNorm')
+    parser.add_argument('--cpu', action='store_true', help='run on the CPU even if a GPU is present')
+    parser.add_argument('--num_workers', type=int, default=min(6, os.cpu_count() or 1),
+                        help='data-loading worker processes')
+    parser.add_argument('--verbose', action='store_true', help='print the models and debug logs')
+    return parser
+
+
+def setup_distributed(cpu):
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: one process per device, NCCL on CUDA, gloo on CPU.
+    Returns (device, {'rank', 'world_size'}) or (None, None) outside torchrun."""
+    if int(os.environ.get('WORLD_SIZE', '1')) <= 1:
+        return None, None
+    use_cuda = torch.cuda.is_available() and not cpu
+    local_rank = int(os.environ.get('LOCAL_RANK', '0'))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    torch.distributed.init_process_group(backend='nccl' if use_cuda else 'gloo')
+    device = torch.device('cuda', local_rank) if use_cuda else torch.device('cpu')
+    return device, {'rank': torch.distributed.get_rank(), 'world_size': torch.distributed.get_world_size()}
+
+
+def pick_device(opt):
+    if opt.cpu or not torch.cuda.is_available():
+        if not opt.cpu:
+            log.info('no CUDA device found: running on the CPU')
+        return torch.device('cpu')
+    return torch.device('cuda', opt.device_ids[0])
+
+
+def run_folder(opt, distributed):
+    """<log_dir>/<config name> <dd_mm_yy_HH.MM.SS> as the original; the checkpoint's folder on resume."""
+    if opt.mode == 'train' and opt.checkpoint is not None:
+        return Path(opt.checkpoint).parent
+    stamp = [strftime('%d_%m_%y_%H.%M.%S', gmtime())]
+    if distributed:  # every rank uses rank 0's time stamp
+        torch.distributed.broadcast_object_list(stamp, src=0)
+    return Path(opt.log_dir) / f'{Path(opt.config).name.split(".")[0]} {stamp[0]}'
+
+
+def main(argv=None):
+    opt = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if opt.verbose else logging.INFO, format='%(message)s')
+    distributed = None
+    try:
+        config = load_config(opt.config)
+        if opt.checkpoint is not None and opt.init is not None:
+            raise UserError('give either --checkpoint (resume a run) or --init (new run from weights), not both')
+        for path in (opt.checkpoint, opt.init):
+            if path is not None and not Path(path).is_file():
+                raise UserError(f'checkpoint {path} not found: check the path')
+        if opt.mode != 'train' and opt.checkpoint is None:
+            raise UserError(f'--mode {opt.mode} needs --checkpoint')
+
+        device, distributed = setup_distributed(opt.cpu)
+        device = device or pick_device(opt)
+        rank = distributed['rank'] if distributed else 0
+        if rank != 0:
+            logging.getLogger().setLevel(logging.WARNING)
+
+        from frames_dataset import FramesDataset
+        dataset = FramesDataset(is_train=(opt.mode == 'train'), **config['dataset_params'])
+        models = build_models(config['model_params'], device=device)
+        if opt.verbose:
+            for name, model in models.items():
+                log.debug('%s:\n%s', name, model)
+
+        log_dir = run_folder(opt, distributed)
+        if rank == 0:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            if not (log_dir / Path(opt.config).name).exists():
+                shutil.copy(opt.config, log_dir)
+
+        if opt.mode == 'train':
+            from train import train
+            train_params = config['train_params']
+            if sum(train_params['loss_weights']['perceptual']) != 0:
+                fetch_vgg19_weights(train_params.get('vgg19_weights'))  # downloads only if missing
+            log.info('training %s on %s%s; run folder: %s', opt.config, device,
+                     f' x {distributed["world_size"]} processes' if distributed else '', log_dir)
+            train(config, models['generator'], models['discriminator'], models['kp_detector'], opt.checkpoint,
+                  str(log_dir), dataset, opt.device_ids, device=device, init=opt.init,
+                  num_workers=opt.num_workers, distributed=distributed)
+        elif opt.mode == 'reconstruction':
+            try:
+                from reconstruction import reconstruction
+            except ImportError as e:
+                raise UserError('--mode reconstruction is not available in this version yet') from e
+            reconstruction(config, models['generator'], models['kp_detector'], opt.checkpoint, str(log_dir), dataset)
+        else:
+            try:
+                from animate import animate
+            except ImportError as e:
+                raise UserError('--mode animate is not available in this version yet') from e
+            animate(config, models['generator'], models['kp_detector'], opt.checkpoint, str(log_dir), dataset)
+    except UserError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    finally:
+        if distributed:
+            torch.distributed.destroy_process_group()
+    if rank == 0:
+        print(f'done: {log_dir}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
