@@ -20,6 +20,7 @@ from time import gmtime, strftime
 import torch
 
 from modules.build import build_models
+from modules.checkpoint import load_state, read_checkpoint
 from modules.config import load_config
 from modules.errors import UserError
 from modules.vgg import fetch_vgg19_weights
@@ -100,12 +101,19 @@ def main(argv=None):
         if rank != 0:
             logging.getLogger().setLevel(logging.WARNING)
 
-        from frames_dataset import FramesDataset
-        dataset = FramesDataset(is_train=(opt.mode == 'train'), **config['dataset_params'])
         models = build_models(config['model_params'], device=device)
         if opt.verbose:
             for name, model in models.items():
                 log.debug('%s:\n%s', name, model)
+        # Cheap checks first: the checkpoint fits the config before any data or VGG19 is touched.
+        weights_path = opt.checkpoint or opt.init
+        weights = None
+        if weights_path is not None:
+            weights = read_checkpoint(weights_path, map_location=device)
+            load_state(weights, models, source=weights_path, config_path=opt.config, optional=('discriminator',))
+
+        from frames_dataset import FramesDataset
+        dataset = FramesDataset(is_train=(opt.mode == 'train'), **config['dataset_params'])
 
         log_dir = run_folder(opt, distributed)
         if rank == 0:
@@ -120,8 +128,9 @@ def main(argv=None):
                 fetch_vgg19_weights(train_params.get('vgg19_weights'))  # downloads only if missing
             log.info('training %s on %s%s; run folder: %s', opt.config, device,
                      f' x {distributed["world_size"]} processes' if distributed else '', log_dir)
-            train(config, models['generator'], models['discriminator'], models['kp_detector'], opt.checkpoint,
-                  str(log_dir), dataset, opt.device_ids, device=device, init=opt.init,
+            train(config, models['generator'], models['discriminator'], models['kp_detector'],
+                  weights if opt.checkpoint else None, str(log_dir), dataset, opt.device_ids, device=device,
+                  init=weights if opt.init else None,
                   num_workers=opt.num_workers, distributed=distributed)
         elif opt.mode == 'reconstruction':
             try:

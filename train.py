@@ -104,8 +104,8 @@ def train(config, generator, discriminator, kp_detector, checkpoint, log_dir, da
     """Trains the three networks as the original train.py.
 
     config: a loaded config dict. generator, discriminator, kp_detector: the bare models, already on
-    `device`. checkpoint: path to resume from (same run: epoch, optimizers and schedulers restored;
-    training goes on at the next epoch) or None. init: path whose weights start a new run at epoch 0
+    `device`. checkpoint: path (or loaded checkpoint dict) to resume from (same run: epoch, optimizers and schedulers restored;
+    training goes on at the next epoch) or None. init: path or dict whose weights start a new run at epoch 0
     (a missing discriminator is fine). log_dir: the run folder. dataset: a FramesDataset in train
     mode. device_ids: CUDA device ids for DataParallel (several -> synchronised BatchNorm across
     them). distributed: None, or {'rank', 'world_size'} when launched by torchrun (one device per
@@ -125,10 +125,10 @@ def train(config, generator, discriminator, kp_detector, checkpoint, log_dir, da
         if train_params['lr_kp_detector'] == 0:
             optional += ('optimizer_kp_detector',)
         start_epoch = load_state(checkpoint, {**models, **optimizers}, optional=optional, map_location=device) + 1
-        log.info('resuming %s at epoch %d', checkpoint, start_epoch)
+        log.info('resuming at epoch %d', start_epoch)
     elif init is not None:
         load_state(init, models, optional=('discriminator',), map_location=device)
-        log.info('initialised the models from %s; starting at epoch 0', init)
+        log.info('initialised the models from the --init weights; starting at epoch 0')
     schedulers = make_schedulers(train_params, optimizers, start_epoch)
 
     num_repeats = train_params.get('num_repeats', 1)

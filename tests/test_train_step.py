@@ -1,0 +1,74 @@
+"""train.py's own iteration (train_step with its optimizers) equals the original's training iteration
+on fixture-small: losses, gradients seen by each optimizer step, post-step buffers."""
+import pytest
+import torch
+
+from modules.build import build_models
+from modules.checkpoint import load_state
+from modules.model import DiscriminatorFullModel, GeneratorFullModel
+from tests.conftest import FIXTURE_DIR, assert_close, assert_grad_close
+from tests.test_fixture_train import TRAIN_SEED, ZERO_GRAD_SUFFIXES, train_batch
+from train import make_optimizers, train_step
+
+
+def record_grads_before_step(optimizer, params, into):
+    """Wraps optimizer.step so the gradients it is about to apply are kept."""
+    step = optimizer.step
+
+    def recording_step(*args, **kwargs):
+        into.update({name: p.grad.clone() for name, p in params})
+        return step(*args, **kwargs)
+
+    optimizer.step = recording_step
+
+
+@pytest.fixture(scope='module')
+def step_result(fixture_config, vgg19_weights_file, ref):
+    import copy
+    train_params = copy.deepcopy(fixture_config['train_params'])
+    train_params['vgg19_weights'] = str(vgg19_weights_file)
+    models = build_models(fixture_config['model_params'])
+    load_state(FIXTURE_DIR / 'checkpoint.pth.tar', models)
+    optimizers = make_optimizers(train_params, models['generator'], models['discriminator'], models['kp_detector'])
+    grads = {}
+    for name, model in models.items():
+        record_grads_before_step(optimizers[f'optimizer_{name}'],
+                                 [(f'{name}/{p}', t) for p, t in model.named_parameters()], grads)
+    gf = GeneratorFullModel(models['kp_detector'], models['generator'], models['discriminator'], train_params)
+    df = DiscriminatorFullModel(models['kp_detector'], models['generator'], models['discriminator'], train_params)
+    gf.train()
+    df.train()
+    torch.manual_seed(TRAIN_SEED)
+    losses, generated = train_step(train_batch(ref), gf, df, optimizers, train_discriminator=True)
+    return models, losses, grads
+
+
+def test_losses(step_result, ref):
+    _, losses, _ = step_result
+    expected = {k.split('/', 1)[1]: v for k, v in ref.items() if k.startswith('losses/')}
+    assert list(losses) == ['perceptual', 'gen_gan', 'feature_matching', 'equivariance_value',
+                            'equivariance_jacobian', 'disc_gan']
+    for name, value in expected.items():
+        assert losses[name] == pytest.approx(value.item(), abs=1e-4, rel=1e-4), name
+
+
+def test_gradients_applied_by_each_optimizer(step_result, ref):
+    _, _, grads = step_result
+    expected = {k.split('/', 1)[1]: v for k, v in ref.items() if k.startswith('grads_')}
+    assert sorted(grads) == sorted(expected)
+    for key, value in expected.items():
+        if key.endswith(ZERO_GRAD_SUFFIXES) and value.abs().max() < 1e-4:
+            continue
+        assert_grad_close(grads[key], value, key)
+
+
+def test_buffers_after_the_step(step_result, ref):
+    models, _, _ = step_result
+    for key, value in ref.items():
+        if key.startswith('post_iteration_buffers/'):
+            _, module, buffer = key.split('/')
+            actual = models[module].state_dict()[buffer]
+            if value.dtype == torch.int64:
+                assert torch.equal(actual, value), key
+            else:
+                assert_close(actual, value, key)
