@@ -20,7 +20,6 @@ results follow `torch.manual_seed` and differ between DataLoader workers.
 from __future__ import annotations
 
 import inspect
-import logging
 import numbers
 from typing import Optional
 
@@ -29,8 +28,6 @@ import torch
 from skimage.transform import resize, rotate
 
 from modules.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 __all__ = ['AllAugmentationTransform', 'RandomFlip', 'RandomRotation', 'RandomResize', 'RandomCrop',
            'ColorJitter', 'adjust_brightness', 'adjust_contrast', 'adjust_saturation', 'adjust_hue',

@@ -144,7 +144,7 @@ def test_grayscale_rgba_and_16_bit_frames_become_rgb(tmp_path):
     os.makedirs(os.path.join(test, 'rgba'))
     for t in range(3):
         alpha = rng.integers(0, 256, (64, 64, 1), dtype=np.uint8)
-        Image.fromarray(np.concatenate([rgb[t], alpha], axis=2), 'RGBA').save(os.path.join(test, 'rgba', f'{t}.png'))
+        Image.fromarray(np.concatenate([rgb[t], alpha], axis=2)).save(os.path.join(test, 'rgba', f'{t}.png'))
     iio.imwrite(os.path.join(test, 'gray_strip.png'), np.concatenate(list(gray8), axis=1))  # 3 frames
 
     dataset = FramesDataset(tmp_path, frame_shape=SHAPE, is_train=False)
