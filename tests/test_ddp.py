@@ -9,9 +9,9 @@ from tests.conftest import REPO
 from tests.test_train import make_config, make_dataset, only_run_folder
 
 
-def torchrun(*args, timeout=600):
+def torchrun(*args, timeout=300):
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'MASTER_ADDR': '127.0.0.1'}
-    return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=0',
+    return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
                            *map(str, args)], cwd=REPO, capture_output=True, text=True, env=env, timeout=timeout)
 
 
