@@ -120,6 +120,10 @@ def main(argv=None):
             log_dir.mkdir(parents=True, exist_ok=True)
             if not (log_dir / Path(opt.config).name).exists():
                 shutil.copy(opt.config, log_dir)
+            # Everything logged (epoch summaries with speed, warnings) also goes to <run>/run.log.
+            handler = logging.FileHandler(log_dir / 'run.log')
+            handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+            logging.getLogger().addHandler(handler)
 
         if opt.mode == 'train':
             from train import train

@@ -489,7 +489,7 @@ def test_distributed_sync_two_processes(tmp_path):
     logs = []
     for p in procs:
         try:
-            logs.append(p.communicate(timeout=60)[0].decode(errors='replace'))
+            logs.append(p.communicate(timeout=180)[0].decode(errors='replace'))
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()

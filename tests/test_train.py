@@ -171,3 +171,42 @@ def test_bad_inputs_are_one_line_errors(tmp_path, vgg19_weights_file):
     out = run('--config', other_path, '--log_dir', tmp_path / 'log', '--cpu', '--num_workers', '0',
               '--checkpoint', FIXTURE_DIR / 'checkpoint.pth.tar')
     assert 'does not fit' in error_line(out)
+
+
+def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path, vgg19_weights_file, monkeypatch):
+    """A loss that turns NaN stops training before the step that would spread it, naming the loss and
+    the last checkpoint; the checkpoints already written stay as they were."""
+    import train as train_module
+    from frames_dataset import FramesDataset
+    from modules.build import build_models
+    from modules.config import load_config
+    from modules.errors import TrainingError
+    from modules.model import GeneratorFullModel
+
+    calls = {'n': 0}
+
+    class GoesNaN(GeneratorFullModel):
+        def forward(self, x):
+            losses, generated = super().forward(x)
+            calls['n'] += 1
+            if calls['n'] == 5:  # third epoch (2 iterations per epoch)
+                losses['equivariance_value'] = losses['equivariance_value'] * float('nan')
+            return losses, generated
+
+    monkeypatch.setattr(train_module, 'GeneratorFullModel', GoesNaN)
+    root = make_dataset(tmp_path / 'data', 'folder', num_videos=2)
+    config = load_config(make_config(tmp_path, root, vgg19_weights_file, epochs=4))
+    models = build_models(config['model_params'])
+    dataset = FramesDataset(is_train=True, **config['dataset_params'])
+    run_dir = tmp_path / 'run'
+    with pytest.raises(TrainingError) as err:
+        train_module.train(config, models['generator'], models['discriminator'], models['kp_detector'], None,
+                           str(run_dir), dataset, [], device='cpu')
+    message = str(err.value)
+    assert "loss 'equivariance_value' became nan at epoch 2, iteration 0" in message
+    assert '00000001-checkpoint.pth.tar' in message
+    good = read_checkpoint(run_dir / '00000001-checkpoint.pth.tar')
+    assert good['epoch'] == 1
+    assert all(torch.isfinite(v).all() for v in good['generator'].values() if v.is_floating_point())
+    assert sorted(p.name for p in run_dir.glob('*.pth.tar')) == ['00000000-checkpoint.pth.tar',
+                                                                 '00000001-checkpoint.pth.tar']
