@@ -156,6 +156,7 @@ class Logger:
             log.info('keeping %s: not overwriting it with the state of an interrupted epoch', path)
             return None
         save_checkpoint(path, self.models, self.epoch)
+        self._saved_epoch = self.epoch
         log.info('saved checkpoint %s', path)
         return path
 
@@ -196,13 +197,14 @@ class Logger:
     def __exit__(self, exc_type, exc_val, exc_tb):
         """Saves the last checkpoint (if an epoch was logged) and closes log.txt.
 
-        On a normal exit this is the original's unconditional save_cpk() (it rewrites the last epoch's
-        file with the same state). When leaving on an exception (Ctrl-C, crash mid-epoch) the models
+        On a normal exit this is the original's save_cpk(), except that a checkpoint log_epoch has
+        just written for the same epoch is not written twice. When leaving on an exception (Ctrl-C, crash mid-epoch) the models
         hold a partly trained next epoch: the original still overwrote the last epoch's checkpoint with
         it; we save with emergent=True instead, which keeps an existing file intact.
         """
         try:
-            self.save_cpk(emergent=exc_type is not None)
+            if exc_type is not None or getattr(self, '_saved_epoch', None) != self.epoch:
+                self.save_cpk(emergent=exc_type is not None)
         finally:
             if self.log_file is not None:
                 self.log_file.close()

@@ -193,8 +193,7 @@ def train(config, generator, discriminator, kp_detector, checkpoint, log_dir, da
                 scheduler.step()
             seconds = time.perf_counter() - started
             means = {k: v / count for k, v in totals.items()}
-            summary = (f'epoch {epoch}: ' + '; '.join(f'{k} {v:.5f}' for k, v in means.items())
-                       + f'; {count} iterations in {seconds:.1f} s ({seconds / count:.3f} s/it, '
+            summary = (f'{count} iterations in {seconds:.1f} s ({seconds / count:.3f} s/it, '
                        f'{count * train_params["batch_size"] / seconds:.1f} images/s)')
             logger.log_epoch(epoch, {**models, **optimizers}, inp=x, out=generated, extra=summary)
     if distributed:

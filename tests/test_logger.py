@@ -140,15 +140,26 @@ def test_log_iter_rejects_non_scalar_losses(tmp_path):
             logger.log_iter({'perceptual': torch.ones(3)})
 
 
-def test_clean_exit_rewrites_last_checkpoint_as_the_original(tmp_path):
+def test_clean_exit_saves_the_last_epoch_once(tmp_path, monkeypatch):
+    import logger as logger_module
+    writes = []
+    real_save = logger_module.save_checkpoint
+    monkeypatch.setattr(logger_module, 'save_checkpoint', lambda path, *a, **k: writes.append(path.name)
+                        or real_save(path, *a, **k))
     models = make_models()
     inp, out = fake_batch()
-    with Logger(tmp_path, checkpoint_freq=1) as logger:
+    with Logger(tmp_path, checkpoint_freq=2) as logger:
+        for epoch in range(3):
+            logger.log_iter({'loss': 1.0})
+            logger.log_epoch(epoch, models, inp, out)
+    # epoch 1 by checkpoint_freq, epoch 2 (the last) on exit; nothing written twice
+    assert writes == ['00000001-checkpoint.pth.tar', '00000002-checkpoint.pth.tar']
+    writes.clear()
+    with Logger(tmp_path / 'b', checkpoint_freq=1) as logger:
         logger.log_iter({'loss': 1.0})
         logger.log_epoch(0, models, inp, out)
-        with torch.no_grad():
-            models['generator'].weight.add_(1.0)
-    saved = torch.load(tmp_path / '00000000-checkpoint.pth.tar', map_location='cpu', weights_only=True)
+    assert writes == ['00000000-checkpoint.pth.tar']
+    saved = torch.load(tmp_path / 'b' / '00000000-checkpoint.pth.tar', map_location='cpu', weights_only=True)
     assert torch.equal(saved['generator']['weight'], models['generator'].weight)
 
 
