@@ -1,0 +1,302 @@
+"""Animate one source image with one driving video:
+
+    python demo.py --config config/vox-256.yaml --checkpoint vox-cpk.pth.tar \\
+        --source_image source.png --driving_video driving.mp4 --result_video result.mp4 --relative --adapt_scale
+
+Importable as the original: `load_checkpoints(config_path, checkpoint_path, cpu=False)` and
+`make_animation(source_image, driving_video, generator, kp_detector, relative=True,
+adapt_movement_scale=True, cpu=False)` keep their signatures and return values.
+
+Inside, the driving video is streamed: frames are decoded, animated in small batches and encoded as
+they go, so memory does not grow with the video's length. The source's keypoints and encoder
+features are computed once, not once per frame.
+"""
+import argparse
+import logging
+import sys
+import warnings
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from animate import convex_hull_area, normalize_kp
+from modules.build import build_models
+from modules.checkpoint import load_state
+from modules.config import load_config
+from modules.errors import InputError, UserError
+
+log = logging.getLogger('demo')
+
+DEFAULT_BATCH = 8
+
+
+# ----------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------
+
+def pick_device(cpu=False):
+    """cpu=False asks for CUDA; without a CUDA device it falls back to the CPU with a warning."""
+    if cpu:
+        return torch.device('cpu')
+    if torch.cuda.is_available():
+        return torch.device('cuda')
+    warnings.warn('no CUDA device found: running on the CPU (pass cpu=True / --cpu to silence this)', stacklevel=3)
+    return torch.device('cpu')
+
+
+def load_checkpoints(config_path, checkpoint_path, cpu=False):
+    """Builds generator and kp_detector from a config, loads a checkpoint strictly, returns them in
+    eval mode on the CPU (cpu=True) or CUDA: (generator, kp_detector)."""
+    device = pick_device(cpu)
+    config = load_config(config_path)
+    models = build_models(config['model_params'], names=['generator', 'kp_detector'], device=device)
+    load_state(checkpoint_path, models, source=str(checkpoint_path), config_path=str(config_path),
+               map_location=device)
+    return models['generator'].eval(), models['kp_detector'].eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# Animation core
+# ----------------------------------------------------------------------------------------------
+
+def _expand_kp(kp, n):
+    return {k: v.expand(n, *v.shape[1:]) for k, v in kp.items()}
+
+
+def to_tensor(images, device):
+    """(N, H, W, 3) or (H, W, 3) float array in [0, 1] -> (N, 3, H, W) float32 tensor on device."""
+    array = np.asarray(images, dtype=np.float32)
+    if array.ndim == 3:
+        array = array[None]
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(device)
+
+
+class Animator:
+    """Animates one source image with driving frames given in batches.
+
+    source_image: (H, W, 3) float in [0, 1]. The source's keypoints and encoder features are computed
+    once here. `set_initial(frame)` sets kp_driving_initial (the frame the relative motion is measured
+    from); `__call__(frames (N, H, W, 3))` -> predictions (N, H, W, 3) float32 in [0, 1].
+    Same numbers as animating frame by frame (the original's loop), within float rounding.
+    """
+
+    def __init__(self, source_image, generator, kp_detector, relative=True, adapt_movement_scale=True,
+                 device=None):
+        self.generator, self.kp_detector = generator, kp_detector
+        self.device = device or next(generator.parameters()).device
+        self.relative, self.adapt_movement_scale = relative, adapt_movement_scale
+        with torch.inference_mode():
+            self.source = to_tensor(source_image, self.device)
+            self.kp_source = kp_detector(self.source)
+            self.source_features = generator.encode(self.source)
+        self.kp_driving_initial = None
+
+    @torch.inference_mode()
+    def keypoints(self, frames):
+        return self.kp_detector(to_tensor(frames, self.device))
+
+    def set_initial(self, frame):
+        self.kp_driving_initial = self.keypoints(frame)
+
+    @torch.inference_mode()
+    def __call__(self, frames):
+        driving = to_tensor(frames, self.device)
+        n = driving.shape[0]
+        if self.kp_driving_initial is None:
+            self.kp_driving_initial = self.kp_detector(driving[:1])
+        kp_driving = self.kp_detector(driving)
+        kp_norm = normalize_kp(kp_source=self.kp_source, kp_driving=kp_driving,
+                               kp_driving_initial=self.kp_driving_initial,
+                               use_relative_movement=self.relative, use_relative_jacobian=self.relative,
+                               adapt_movement_scale=self.adapt_movement_scale)
+        out = self.generator(self.source.expand(n, -1, -1, -1), kp_source=_expand_kp(self.kp_source, n),
+                             kp_driving=kp_norm, source_features=self.source_features.expand(n, -1, -1, -1))
+        return out['prediction'].permute(0, 2, 3, 1).float().cpu().numpy()
+
+
+def batched(iterable, size):
+    iterator = iter(iterable)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def make_animation(source_image, driving_video, generator, kp_detector, relative=True, adapt_movement_scale=True,
+                   cpu=False, batch_size=DEFAULT_BATCH):
+    """The original's API: source_image (H, W, 3) and driving_video (list of (H, W, 3)) floats in [0, 1]
+    -> list of predicted frames (H, W, 3) float32. kp_driving_initial is the first driving frame; with
+    `relative`, both the relative movement and the relative jacobian are used (as the original).
+    `cpu` is kept for compatibility: the models' device is used."""
+    animator = Animator(source_image, generator, kp_detector, relative, adapt_movement_scale)
+    predictions = []
+    for frames in batched(driving_video, batch_size):
+        predictions.extend(animator(np.stack(frames)))
+    return predictions
+
+
+def normalized_kp(kp_value):
+    """Keypoints (K, 2) centred and scaled by sqrt(hull area): comparable across frames of any size."""
+    centred = kp_value - kp_value.mean(axis=0, keepdims=True)
+    area = convex_hull_area(kp_value)
+    return centred / np.sqrt(area) if area > 0 else centred
+
+
+def find_best_frame(animator, frames, batch_size=DEFAULT_BATCH):
+    """Index of the driving frame whose model keypoints, normalised (normalized_kp), are closest (sum of
+    squared distances) to the source's: the best starting pose for relative animation. Works
+    offline: it uses the animation model's own keypoints instead of a face-landmark detector."""
+    source = normalized_kp(animator.kp_source['value'][0].float().cpu().numpy())
+    best, best_distance, index = 0, float('inf'), 0
+    for batch in batched(frames, batch_size):
+        values = animator.keypoints(np.stack(batch))['value'].float().cpu().numpy()
+        for value in values:
+            distance = float(((normalized_kp(value) - source) ** 2).sum())
+            if distance < best_distance:
+                best, best_distance = index, distance
+            index += 1
+    return best
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+
+def to_rgb_float(image, name):
+    """Any image array (gray, gray+alpha, RGB, RGBA; uint8, uint16 or float) -> (H, W, 3) float32 in [0, 1]."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        image = image.astype(np.float32) / 255
+    elif image.dtype == np.uint16:
+        image = image.astype(np.float32) / 65535
+    elif image.dtype == bool:
+        image = image.astype(np.float32)
+    else:
+        image = image.astype(np.float32)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise InputError(f'{name}: unsupported image shape {image.shape}; use an RGB or grayscale image')
+    if image.shape[2] in (2, 4):
+        image = image[..., :-1]  # drop alpha, as the original's [..., :3]
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return np.clip(image, 0, 1)
+
+
+def resize_frame(image, size):
+    """(H, W, 3) float -> size (h, w), as the original (skimage resize, anti-aliased when shrinking)."""
+    if image.shape[:2] == tuple(size):
+        return image.astype(np.float32)
+    from skimage.transform import resize
+    return resize(image, size).astype(np.float32)
+
+
+def read_source_image(path, size):
+    import imageio.v3 as iio
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f'source image {path} not found: check the path')
+    try:
+        image = iio.imread(path)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise InputError(f'{path}: cannot read it as an image ({type(e).__name__}); use a PNG or JPEG') from e
+    if image.ndim == 4:  # an animated image: take its first frame
+        image = image[0]
+    image = to_rgb_float(image, path)
+    if image.shape[:2] != tuple(size):
+        log.info('source image %s is %dx%d: resized to %dx%d', path, image.shape[1], image.shape[0], size[1], size[0])
+    return resize_frame(image, size)
+
+
+def driving_frames(path, size, start=0):
+    from video_io import iter_video_frames
+    for frame in iter_video_frames(path, start=start):
+        yield resize_frame(frame.astype(np.float32) / 255, size)
+
+
+def make_demo(opt):
+    """Runs the demo for parsed options; returns the result path."""
+    from video_io import VideoWriter, mux_audio, read_video_meta, temp_path_for
+
+    for flag, path in (('--config', opt.config), ('--checkpoint', opt.checkpoint),
+                       ('--source_image', opt.source_image), ('--driving_video', opt.driving_video)):
+        if not Path(path).is_file():
+            raise InputError(f'{flag} {path} not found: check the path')
+    meta = read_video_meta(opt.driving_video)
+    config = load_config(opt.config)
+    size = tuple(config['dataset_params']['frame_shape'][:2])
+    source_image = read_source_image(opt.source_image, size)
+    generator, kp_detector = load_checkpoints(opt.config, opt.checkpoint, cpu=opt.cpu)
+    animator = Animator(source_image, generator, kp_detector, relative=opt.relative,
+                        adapt_movement_scale=opt.adapt_scale)
+
+    best = opt.best_frame
+    if best is None and opt.find_best_frame:
+        best = find_best_frame(animator, driving_frames(opt.driving_video, size), opt.batch_size)
+        log.info('best frame: %d', best)
+    if best is not None:
+        # The original animates frames best..0 and best..end separately, both relative to frame `best`;
+        # one pass in natural order with that initial frame gives the same frames.
+        initial = next(driving_frames(opt.driving_video, size, start=best), None)
+        if initial is None:
+            raise InputError(f'--best_frame {best} is past the end of {opt.driving_video}')
+        animator.set_initial(initial)
+
+    result = Path(opt.result_video)
+    silent = temp_path_for(result.with_name(result.stem + '-video' + result.suffix)) if opt.audio else result
+    with VideoWriter(silent, fps=meta['fps']) as writer:
+        progress = tqdm(total=meta['nframes'] or None, desc='animating', unit='frame')
+        for frames in batched(driving_frames(opt.driving_video, size), opt.batch_size):
+            for prediction in animator(np.stack(frames)):
+                writer.write(np.rint(np.clip(prediction, 0, 1) * 255).astype(np.uint8))  # as img_as_ubyte
+            progress.update(len(frames))
+        progress.close()
+    if opt.audio:
+        try:
+            mux_audio(silent, opt.driving_video, result)
+        finally:
+            silent.unlink(missing_ok=True)
+    return result
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description='Animate a source image with the motion of a driving video.',
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('--config', required=True, help='path to the config (e.g. config/vox-256.yaml)')
+    parser.add_argument('--checkpoint', default='vox-cpk.pth.tar', help='path to the checkpoint')
+    parser.add_argument('--source_image', default='sup-mat/source.png', help='image to animate (any size/mode)')
+    parser.add_argument('--driving_video', default='driving.mp4', help='video whose motion is transferred')
+    parser.add_argument('--result_video', default='result.mp4', help='output mp4 (same fps as the driving video)')
+    parser.add_argument('--relative', action='store_true',
+                        help='transfer the motion relative to the first (or best) driving frame, not absolute '
+                             'keypoint positions')
+    parser.add_argument('--adapt_scale', action='store_true',
+                        help='scale the relative motion by the ratio of the keypoints\' convex-hull sizes')
+    parser.add_argument('--find_best_frame', action='store_true',
+                        help='start from the driving frame whose keypoint layout is closest to the source\'s')
+    parser.add_argument('--best_frame', type=int, default=None, help='start from this driving frame')
+    parser.add_argument('--cpu', action='store_true', help='run on the CPU even if CUDA is available')
+    parser.add_argument('--audio', action='store_true', help='copy the driving video\'s audio into the result')
+    parser.add_argument('--batch_size', type=int, default=DEFAULT_BATCH, help='driving frames animated at once')
+    return parser
+
+
+def main(argv=None):
+    opt = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    if opt.best_frame is not None and opt.best_frame < 0:
+        print('error: --best_frame must be >= 0', file=sys.stderr)
+        return 2
+    try:
+        result = make_demo(opt)
+    except UserError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print(f'wrote {result}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""demo.py: the importable API against the original's outputs, and the CLI end to end."""
+import os
+import subprocess
+import sys
+import warnings
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+import demo
+from tests.conftest import FIXTURE_DIR, REPO
+from tests.video_utils import square_frames, write_video
+from video_io import iter_video_frames, read_video_meta, ffmpeg_exe
+
+CONFIG = FIXTURE_DIR / 'config.yaml'
+CHECKPOINT = FIXTURE_DIR / 'checkpoint.pth.tar'
+T = 4
+
+
+@pytest.fixture(scope='module')
+def models():
+    return demo.load_checkpoints(str(CONFIG), str(CHECKPOINT), cpu=True)
+
+
+def fixture_inputs(ref):
+    source = ref['inputs/source'][0].permute(1, 2, 0).numpy()
+    driving = [ref['inputs/driving'][0, :, t].permute(1, 2, 0).numpy() for t in range(T)]
+    return source, driving
+
+
+def test_load_checkpoints_gives_eval_models(models):
+    generator, kp_detector = models
+    assert not generator.training and not kp_detector.training
+    assert next(generator.parameters()).device.type == 'cpu'
+
+
+@pytest.mark.parametrize('relative,adapt', [(True, True), (False, False)])
+@pytest.mark.parametrize('batch_size', [1, 3])
+def test_make_animation_matches_original(models, ref, relative, adapt, batch_size):
+    source, driving = fixture_inputs(ref)
+    predictions = demo.make_animation(source, driving, *models, relative=relative, adapt_movement_scale=adapt,
+                                      cpu=True, batch_size=batch_size)
+    assert isinstance(predictions, list) and len(predictions) == T and predictions[0].shape == (64, 64, 3)
+    expected = ref[f'make_animation/relative{int(relative)}_adapt{int(adapt)}']
+    torch.testing.assert_close(torch.from_numpy(np.stack(predictions)), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_cpu_false_without_cuda_warns_and_runs(ref):
+    if torch.cuda.is_available():
+        pytest.skip('CUDA present')
+    with pytest.warns(UserWarning, match='no CUDA device'):
+        generator, kp_detector = demo.load_checkpoints(str(CONFIG), str(CHECKPOINT))
+    source, driving = fixture_inputs(ref)
+    out = demo.make_animation(source, driving[:2], generator, kp_detector)
+    assert len(out) == 2
+
+
+def run_demo(*args):
+    return subprocess.run([sys.executable, 'demo.py', '--config', str(CONFIG), '--checkpoint', str(CHECKPOINT),
+                           '--cpu', *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1'})
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    import skimage.data
+    source = tmp_path / 'source.png'
+    rgba = np.dstack([skimage.data.astronaut()[::3, ::3], np.full((171, 171), 255, np.uint8)])  # odd size, RGBA
+    iio.imwrite(source, rgba)
+    driving = write_video(tmp_path / 'driving.mp4', square_frames(13), fps=15)
+    return source, driving
+
+
+@pytest.mark.parametrize('flags', [[], ['--relative', '--adapt_scale']])
+def test_cli_writes_a_playable_video(tmp_path, inputs, flags):
+    source, driving = inputs
+    result = tmp_path / 'result.mp4'
+    out = run_demo('--source_image', source, '--driving_video', driving, '--result_video', result, *flags)
+    assert out.returncode == 0, out.stderr[-3000:]
+    meta = read_video_meta(result)
+    frames = list(iter_video_frames(result))
+    assert len(frames) == 13 and frames[0].shape == (64, 64, 3) and meta['fps'] == pytest.approx(15)
+    assert 'resized to 64x64' in out.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.')] == [], 'no temp file left'
+
+
+def encoded(frames, tmp_path, name):
+    """The frames as they come back from an mp4 written by the same writer as the demo's."""
+    from video_io import VideoWriter
+    with VideoWriter(tmp_path / name, fps=15) as writer:
+        for frame in frames:
+            writer.write(np.rint(np.clip(frame, 0, 1) * 255).astype(np.uint8))
+    return np.stack(list(iter_video_frames(tmp_path / name))).astype(np.float32) / 255
+
+
+def test_cli_frames_equal_the_api(tmp_path, inputs, models):
+    """The streamed, batched CLI output equals make_animation on the same decoded inputs (up to mp4
+    coding): check against a per-frame run, compared after encoding both the same way."""
+    source, driving = inputs
+    result = tmp_path / 'result.mp4'
+    assert run_demo('--source_image', source, '--driving_video', driving, '--result_video', result,
+                    '--relative', '--batch_size', '5').returncode == 0
+    src = demo.read_source_image(source, (64, 64))
+    drv = list(demo.driving_frames(driving, (64, 64)))
+    expected = demo.make_animation(src, drv, *models, relative=True, adapt_movement_scale=False, batch_size=1)
+    decoded = np.stack(list(iter_video_frames(result))).astype(np.float32) / 255
+    assert np.abs(decoded - encoded(expected, tmp_path, 'expected.mp4')).mean() < 1 / 255  # rounding flips only
+
+
+def test_best_frame_uses_that_frame_as_the_start(tmp_path, inputs, models):
+    source, driving = inputs
+    result = tmp_path / 'best.mp4'
+    out = run_demo('--source_image', source, '--driving_video', driving, '--result_video', result,
+                   '--relative', '--best_frame', '6')
+    assert out.returncode == 0, out.stderr[-2000:]
+    src = demo.read_source_image(source, (64, 64))
+    drv = list(demo.driving_frames(driving, (64, 64)))
+    # the original: animate drv[6::-1] and drv[6:], each relative to frame 6, then join
+    backward = demo.make_animation(src, drv[6::-1], *models, relative=True, adapt_movement_scale=False)
+    forward = demo.make_animation(src, drv[6:], *models, relative=True, adapt_movement_scale=False)
+    decoded = np.stack(list(iter_video_frames(result))).astype(np.float32) / 255
+    assert decoded.shape[0] == 13
+    assert np.abs(decoded - encoded(backward[::-1] + forward[1:], tmp_path, 'expected.mp4')).mean() < 1 / 255
+    from_first = demo.make_animation(src, drv, *models, relative=True, adapt_movement_scale=False)
+    assert np.abs(decoded - encoded(from_first, tmp_path, 'first.mp4')).max() > 0.05, 'the start frame matters'
+    os.remove(tmp_path / 'expected.mp4')
+    os.remove(tmp_path / 'first.mp4')
+    out = run_demo('--source_image', source, '--driving_video', driving, '--result_video', tmp_path / 'f.mp4',
+                   '--relative', '--find_best_frame')
+    assert out.returncode == 0 and 'best frame: ' in out.stderr
+
+
+def test_audio_is_kept(tmp_path, inputs):
+    source, silent = inputs
+    driving = tmp_path / 'with_audio.mp4'
+    subprocess.run([ffmpeg_exe(), '-loglevel', 'error', '-i', str(silent), '-f', 'lavfi', '-i',
+                    'sine=frequency=440:duration=1', '-c:v', 'copy', '-c:a', 'aac', '-shortest', str(driving)],
+                   check=True)
+    assert read_video_meta(driving)['audio']
+    result = tmp_path / 'result.mp4'
+    out = run_demo('--source_image', source, '--driving_video', driving, '--result_video', result, '--audio')
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert read_video_meta(result)['audio']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['driving.mp4', 'result.mp4', 'source.png',
+                                                          'with_audio.mp4']
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, inputs):
+    source, driving = inputs
+    result = tmp_path / 'result.mp4'
+    garbage = tmp_path / 'garbage.mp4'
+    garbage.write_bytes(b'not a video' * 50)
+    bad_image = tmp_path / 'bad.png'
+    bad_image.write_bytes(b'not an image')
+    cases = [
+        (['--source_image', tmp_path / 'missing.png', '--driving_video', driving], 'missing.png not found'),
+        (['--source_image', bad_image, '--driving_video', driving], 'cannot read it as an image'),
+        (['--source_image', source, '--driving_video', garbage], 'cannot read it as a video'),
+    ]
+    for args, message in cases:
+        out = run_demo(*args, '--result_video', result)
+        assert out.returncode == 2, out.stderr[-2000:]
+        lines = out.stderr.strip().splitlines()
+        assert lines[-1].startswith('error: ') and message in lines[-1] and 'Traceback' not in out.stderr
+        assert not result.exists()
+    vox = subprocess.run([sys.executable, 'demo.py', '--config', str(REPO / 'config' / 'vox-256.yaml'),
+                          '--checkpoint', str(CHECKPOINT), '--cpu', '--source_image', str(source),
+                          '--driving_video', str(driving), '--result_video', str(result)],
+                         cwd=REPO, capture_output=True, text=True)
+    assert vox.returncode == 2 and 'does not fit' in vox.stderr.strip().splitlines()[-1]
+    assert not result.exists()
