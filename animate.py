@@ -5,7 +5,8 @@ The original animated one driving frame at a time and re-encoded the source for 
 source's keypoints and encoder features are computed once, and driving frames go through the
 keypoint detector and the generator `batch_size` at a time (the source expanded to the batch). In
 eval mode every module is per-sample, so the results equal the original's per-frame loop up to float
-rounding (the tests hold them to 1e-5, and to the original's own outputs within 1e-4).
+rounding (the tests hold the predictions to 1e-5 of the per-frame loop, and to the original's own
+outputs within 1e-4).
 """
 import logging
 import os
@@ -221,10 +222,77 @@ def render_video(generator, kp_detector, source, driving, visualizer, png_path, 
             prediction = prediction.to('cpu', torch.float32).permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
             strip.extend((255 * prediction).astype(np.uint8))
             # The grid has one row of images per frame: (B * H, n_columns * W, 3) -> B frames.
-            grid = visualizer.visualize(driving=frames, source=out['kp_source']['value'].new_empty(0)
-                                        if False else frames.new_tensor(0).expand(0) if False else
-                                        _source_batch(source, frames), out=out)
+            grid = visualizer.visualize(driving=frames, source=source.expand(batch, -1, -1, -1), out=out)
             for frame in grid.reshape(batch, height, *grid.shape[1:]):
                 writer.write(frame)
     write_png_atomic(png_path, np.concatenate(strip, axis=1))
     return np.concatenate(l1)
+
+
+# ----------------------------------------------------------------------------------------------
+# The animate mode of run.py
+# ----------------------------------------------------------------------------------------------
+
+def prefetched(dataset, count):
+    """Yields dataset[0], ..., dataset[count - 1], reading the next item in a background thread while the
+    caller works on the current one (video decoding overlaps the model). Errors are raised unchanged."""
+    if count <= 0:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix='prefetch') as pool:
+        pending = pool.submit(dataset.__getitem__, 0)
+        for index in range(count):
+            item = pending.result()
+            if index + 1 < count:
+                pending = pool.submit(dataset.__getitem__, index + 1)
+            yield item
+
+
+def load_weights(checkpoint, generator, kp_detector):
+    """The original modes (re)load `checkpoint` into the two models. Here: None = the caller has loaded
+    them already (run.py does, strictly, before calling the mode); a path or a loaded checkpoint dict
+    is loaded strictly with modules.checkpoint.load_state (one-line CheckpointError on a mismatch)."""
+    if checkpoint is not None:
+        from modules.checkpoint import load_state
+        load_state(checkpoint, {'generator': generator, 'kp_detector': kp_detector})
+
+
+def animate(config, generator, kp_detector, checkpoint, log_dir, dataset, batch_size=BATCH_SIZE):
+    """The animate mode of run.py, as the original: each (driving, source) pair of test videos animates
+    frame 0 of the source video with the whole driving video.
+
+    config: the loaded config (animate_params: num_pairs, format, normalization_params;
+    visualizer_params). checkpoint: see `load_weights`. dataset: a test-mode FramesDataset; the pairs
+    are PairedDataset(dataset, number_of_pairs=animate_params.num_pairs): the rows of
+    dataset_params.pairs_list, or random pairs without one.
+
+    Writes, for each pair, with result name '<driving name>-<source name>' (video names as the dataset
+    lists them, extensions included):
+        <log_dir>/animation/png/<result name>.png       the predicted frames side by side (H, T * W)
+        <log_dir>/animation/<result name><format>       the visualisation of each frame (10 fps)
+    Returns the result names, in pair order.
+    """
+    from frames_dataset import PairedDataset
+    from logger import Visualizer
+
+    animate_params = config['animate_params']
+    out_dir = Path(log_dir) / 'animation'
+    png_dir = out_dir / 'png'
+    pairs = PairedDataset(initial_dataset=dataset, number_of_pairs=animate_params['num_pairs'])
+    load_weights(checkpoint, generator, kp_detector)
+    visualizer = Visualizer(**config['visualizer_params'])
+    generator.eval()
+    kp_detector.eval()
+    png_dir.mkdir(parents=True, exist_ok=True)
+
+    names = []
+    for x in tqdm(prefetched(pairs, len(pairs)), total=len(pairs), desc='animate', unit='pair'):
+        driving_video = torch.from_numpy(x['driving_video'])[None]  # (1, C, T, H, W)
+        source_frame = torch.from_numpy(x['source_video'][:, 0])[None]  # (1, C, H, W): frame 0
+        result_name = '-'.join([x['driving_name'], x['source_name']])
+        render_video(generator, kp_detector, source_frame, driving_video, visualizer,
+                     png_path=png_dir / f'{result_name}.png',
+                     visualisation_path=out_dir / f'{result_name}{animate_params["format"]}',
+                     normalization_params=animate_params['normalization_params'], batch_size=batch_size)
+        names.append(result_name)
+    log.info('animation: %d pairs written to %s', len(names), out_dir)
+    return names

@@ -12,6 +12,7 @@ they go, so memory does not grow with the video's length. The source's keypoints
 features are computed once, not once per frame.
 """
 import argparse
+import contextlib
 import logging
 import sys
 import warnings
@@ -84,15 +85,28 @@ class Animator:
     """
 
     def __init__(self, source_image, generator, kp_detector, relative=True, adapt_movement_scale=True,
-                 device=None):
+                 device=None, fast=False):
         self.generator, self.kp_detector = generator, kp_detector
         self.device = device or next(generator.parameters()).device
         self.relative, self.adapt_movement_scale = relative, adapt_movement_scale
+        self.fast = fast
         with torch.inference_mode():
             self.source = to_tensor(source_image, self.device)
             self.kp_source = kp_detector(self.source)
-            self.source_features = generator.encode(self.source)
+            with self._fast_context():
+                self.source_features = generator.encode(self._layout(self.source))
         self.kp_driving_initial = None
+
+    def _fast_context(self):
+        """Fast mode: the generator runs under bfloat16 (CPU) / float16 (CUDA) autocast. The keypoint
+        detector always runs in float32: its sharp softmax heatmaps would make keypoints jitter."""
+        if not self.fast:
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.device.type == 'cuda' else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _layout(self, x):
+        return x.contiguous(memory_format=torch.channels_last) if self.fast else x
 
     @torch.inference_mode()
     def keypoints(self, frames):
@@ -112,8 +126,10 @@ class Animator:
                                kp_driving_initial=self.kp_driving_initial,
                                use_relative_movement=self.relative, use_relative_jacobian=self.relative,
                                adapt_movement_scale=self.adapt_movement_scale)
-        out = self.generator(self.source.expand(n, -1, -1, -1), kp_source=_expand_kp(self.kp_source, n),
-                             kp_driving=kp_norm, source_features=self.source_features.expand(n, -1, -1, -1))
+        with self._fast_context():
+            out = self.generator(self._layout(self.source.expand(n, -1, -1, -1)),
+                                 kp_source=_expand_kp(self.kp_source, n), kp_driving=kp_norm,
+                                 source_features=self.source_features.expand(n, -1, -1, -1))
         return out['prediction'].permute(0, 2, 3, 1).float().cpu().numpy()
 
 

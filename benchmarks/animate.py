@@ -1,0 +1,133 @@
+"""Seconds per frame of animating one source with a driving video, vox-256-sized models (random
+weights), on this machine, measured in one run, interleaved after a warm-up:
+
+  (a) the original's per-frame algorithm (the yardstick: every frame re-encodes the source and runs
+      the keypoint detector and generator with batch 1),
+  (b) our default path (source keypoints and features once, batches of driving frames),
+  (c) fast mode (bfloat16 autocast + channels-last on CPU, float16 on CUDA),
+
+with the ratios and the PSNR of (c) against (b). Then the peak RSS of demo.py (streaming) on a
+200-frame and a 2000-frame 64x64 video with the small fixture model.
+
+    python benchmarks/animate.py [--frames 16] [--rounds 3] [--device cpu]
+"""
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from animate import normalize_kp  # noqa: E402
+from demo import Animator, batched  # noqa: E402
+from modules.build import build_models  # noqa: E402
+from modules.config import load_config  # noqa: E402
+
+
+def per_frame_original(source_image, frames, generator, kp_detector, device):
+    """The original demo.make_animation loop: batch 1, the source re-encoded inside every generator call."""
+    out = []
+    with torch.no_grad():
+        source = torch.tensor(source_image[None]).permute(0, 3, 1, 2).to(device)
+        kp_source = kp_detector(source)
+        kp_initial = kp_detector(torch.tensor(frames[0][None]).permute(0, 3, 1, 2).to(device))
+        for frame in frames:
+            driving = torch.tensor(frame[None]).permute(0, 3, 1, 2).to(device)
+            kp_norm = normalize_kp(kp_source, kp_detector(driving), kp_initial, adapt_movement_scale=True,
+                                   use_relative_movement=True, use_relative_jacobian=True)
+            out.append(generator(source, kp_source=kp_source, kp_driving=kp_norm)['prediction'][0].permute(1, 2, 0)
+                       .cpu().numpy())
+    return out
+
+
+def ours(source_image, frames, generator, kp_detector, device, fast=False, batch_size=8):
+    animator = Animator(source_image, generator, kp_detector, relative=True, adapt_movement_scale=True,
+                        device=device, fast=fast)
+    out = []
+    for batch in batched(frames, batch_size):
+        out.extend(animator(np.stack(batch)))
+    return out
+
+
+def psnr(a, b):
+    mse = float(np.mean((np.stack(a) - np.stack(b)) ** 2))
+    return float('inf') if mse == 0 else 10 * np.log10(1 / mse)
+
+
+def peak_rss_of_demo(num_frames, tmp):
+    import imageio.v3 as iio
+    from tests.video_utils import write_video
+    source = Path(tmp) / 'source.png'
+    iio.imwrite(source, np.full((64, 64, 3), 128, np.uint8))
+    frames = np.zeros((num_frames, 64, 64, 3), np.uint8)
+    frames[:, 20:40, :, 0] = np.linspace(0, 255, num_frames).astype(np.uint8)[:, None, None]
+    video = write_video(Path(tmp) / f'd{num_frames}.mp4', frames)
+    fixture = REPO / 'tests' / 'data' / 'fomm_fixture_small'
+    code = ('import resource, sys, runpy; sys.argv = sys.argv[1:]; '
+            'exec("try:\\n runpy.run_path(\'demo.py\', run_name=\'__main__\')\\nexcept SystemExit: pass"); '
+            'print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)')
+    out = subprocess.run([sys.executable, '-c', code, 'demo.py', '--config', str(fixture / 'config.yaml'),
+                          '--checkpoint', str(fixture / 'checkpoint.pth.tar'), '--cpu', '--relative',
+                          '--source_image', str(source),
+                          '--driving_video', video, '--result_video', str(Path(tmp) / f'r{num_frames}.mp4')],
+                         cwd=REPO, capture_output=True, text=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--frames', type=int, default=16)
+    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    opt = parser.parse_args()
+    device = torch.device(opt.device)
+    torch.manual_seed(0)
+    config = load_config(REPO / 'config' / 'vox-256.yaml')
+    models = build_models(config['model_params'], names=['generator', 'kp_detector'], device=device)
+    generator, kp_detector = models['generator'].eval(), models['kp_detector'].eval()
+    rng = np.random.default_rng(0)
+    source = rng.random((256, 256, 3), dtype=np.float32)
+    frames = [np.roll(source, shift=(2 * t, 3 * t), axis=(0, 1)) for t in range(opt.frames)]
+    print(f'{torch.get_num_threads()} threads, torch {torch.__version__}, device {device}, '
+          f'{opt.frames} frames of 256x256, vox-256 models')
+
+    runs = {'original per-frame': lambda: per_frame_original(source, frames, generator, kp_detector, device),
+            'ours (default)': lambda: ours(source, frames, generator, kp_detector, device),
+            'ours --fast': lambda: ours(source, frames, generator, kp_detector, device, fast=True)}
+    times = {name: [] for name in runs}
+    results = {}
+    for name, fn in runs.items():  # warm-up
+        results[name] = fn()
+    for _ in range(opt.rounds):
+        for name, fn in runs.items():
+            if device.type == 'cuda':
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == 'cuda':
+                torch.cuda.synchronize()
+            times[name].append((time.perf_counter() - start) / opt.frames)
+    base = statistics.median(times['original per-frame'])
+    for name in runs:
+        t = statistics.median(times[name])
+        print(f'{name:20s} {t:.3f} s/frame  {base / t:.2f}x the per-frame yardstick  (median of {opt.rounds})')
+    exact_diff = np.abs(np.stack(results['ours (default)']) - np.stack(results['original per-frame'])).max()
+    print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; fast mode PSNR vs exact: '
+          f'{psnr(results["ours --fast"], results["ours (default)"]):.1f} dB')
+    with tempfile.TemporaryDirectory() as tmp:
+        small, large = peak_rss_of_demo(200, tmp), peak_rss_of_demo(2000, tmp)
+        print(f'demo.py peak RSS at 64x64: {small:.0f} MB for 200 frames, {large:.0f} MB for 2000 frames '
+              f'(ratio {large / small:.2f})')
+
+
+if __name__ == '__main__':
+    main()
