@@ -246,7 +246,7 @@ def make_demo(opt):
     source_image = read_source_image(opt.source_image, size)
     generator, kp_detector = load_checkpoints(opt.config, opt.checkpoint, cpu=opt.cpu)
     animator = Animator(source_image, generator, kp_detector, relative=opt.relative,
-                        adapt_movement_scale=opt.adapt_scale)
+                        adapt_movement_scale=opt.adapt_scale, fast=opt.fast)
 
     best = opt.best_frame
     if best is None and opt.find_best_frame:
@@ -296,6 +296,9 @@ def build_parser():
     parser.add_argument('--cpu', action='store_true', help='run on the CPU even if CUDA is available')
     parser.add_argument('--audio', action='store_true', help='copy the driving video\'s audio into the result')
     parser.add_argument('--batch_size', type=int, default=DEFAULT_BATCH, help='driving frames animated at once')
+    parser.add_argument('--fast', action='store_true',
+                        help='faster, slightly less exact: the generator runs in bfloat16 (CPU) / float16 (CUDA) '
+                             'autocast, channels-last; keypoints stay float32 (see benchmarks/animate.py)')
     return parser
 
 

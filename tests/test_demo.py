@@ -73,7 +73,7 @@ def inputs(tmp_path):
     return source, driving
 
 
-@pytest.mark.parametrize('flags', [[], ['--relative', '--adapt_scale']])
+@pytest.mark.parametrize('flags', [[], ['--relative', '--adapt_scale'], ['--relative', '--fast']])
 def test_cli_writes_a_playable_video(tmp_path, inputs, flags):
     source, driving = inputs
     result = tmp_path / 'result.mp4'
@@ -171,3 +171,11 @@ def test_bad_inputs_are_one_line_errors(tmp_path, inputs):
                          cwd=REPO, capture_output=True, text=True)
     assert vox.returncode == 2 and 'does not fit' in vox.stderr.strip().splitlines()[-1]
     assert not result.exists()
+
+
+def test_fast_mode_is_close_to_exact(models, ref):
+    source, driving = fixture_inputs(ref)
+    exact = demo.Animator(source, *models)(np.stack(driving))
+    fast = demo.Animator(source, *models, fast=True)(np.stack(driving))
+    mse = float(np.mean((exact - fast) ** 2))
+    assert 0 < mse and 10 * np.log10(1 / mse) > 35, 'bfloat16 generator: small but non-zero differences'
