@@ -137,17 +137,12 @@ def main(argv=None):
                   init=weights if opt.init else None,
                   num_workers=opt.num_workers, distributed=distributed)
         elif opt.mode == 'reconstruction':
-            try:
-                from reconstruction import reconstruction
-            except ImportError as e:
-                raise UserError('--mode reconstruction is not available in this version yet') from e
-            reconstruction(config, models['generator'], models['kp_detector'], opt.checkpoint, str(log_dir), dataset)
+            from reconstruction import reconstruction
+            # checkpoint=None: the weights were loaded (strictly) above
+            reconstruction(config, models['generator'], models['kp_detector'], None, str(log_dir), dataset)
         else:
-            try:
-                from animate import animate
-            except ImportError as e:
-                raise UserError('--mode animate is not available in this version yet') from e
-            animate(config, models['generator'], models['kp_detector'], opt.checkpoint, str(log_dir), dataset)
+            from animate import animate
+            animate(config, models['generator'], models['kp_detector'], None, str(log_dir), dataset)
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
