@@ -31,7 +31,11 @@ from modules.errors import InputError, UserError
 
 log = logging.getLogger('demo')
 
-DEFAULT_BATCH = 8
+DEFAULT_BATCH = 8  # for CUDA; on the CPU batching does not pay (measured: batch 1 is fastest)
+
+
+def default_batch_size(device):
+    return DEFAULT_BATCH if torch.device(device).type == 'cuda' else 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,14 +144,14 @@ def batched(iterable, size):
 
 
 def make_animation(source_image, driving_video, generator, kp_detector, relative=True, adapt_movement_scale=True,
-                   cpu=False, batch_size=DEFAULT_BATCH):
+                   cpu=False, batch_size=None):
     """The original's API: source_image (H, W, 3) and driving_video (list of (H, W, 3)) floats in [0, 1]
     -> list of predicted frames (H, W, 3) float32. kp_driving_initial is the first driving frame; with
     `relative`, both the relative movement and the relative jacobian are used (as the original).
     `cpu` is kept for compatibility: the models' device is used."""
     animator = Animator(source_image, generator, kp_detector, relative, adapt_movement_scale)
     predictions = []
-    for frames in batched(driving_video, batch_size):
+    for frames in batched(driving_video, batch_size or default_batch_size(animator.device)):
         predictions.extend(animator(np.stack(frames)))
     return predictions
 
@@ -159,7 +163,7 @@ def normalized_kp(kp_value):
     return centred / np.sqrt(area) if area > 0 else centred
 
 
-def find_best_frame(animator, frames, batch_size=DEFAULT_BATCH):
+def find_best_frame(animator, frames, batch_size=1):
     """Index of the driving frame whose model keypoints, normalised (normalized_kp), are closest (sum of
     squared distances) to the source's: the best starting pose for relative animation. Works
     offline: it uses the animation model's own keypoints instead of a face-landmark detector."""
@@ -248,9 +252,10 @@ def make_demo(opt):
     animator = Animator(source_image, generator, kp_detector, relative=opt.relative,
                         adapt_movement_scale=opt.adapt_scale, fast=opt.fast)
 
+    batch_size = opt.batch_size or default_batch_size(animator.device)
     best = opt.best_frame
     if best is None and opt.find_best_frame:
-        best = find_best_frame(animator, driving_frames(opt.driving_video, size), opt.batch_size)
+        best = find_best_frame(animator, driving_frames(opt.driving_video, size), batch_size)
         log.info('best frame: %d', best)
     if best is not None:
         # The original animates frames best..0 and best..end separately, both relative to frame `best`;
@@ -264,7 +269,7 @@ def make_demo(opt):
     silent = temp_path_for(result.with_name(result.stem + '-video' + result.suffix)) if opt.audio else result
     with VideoWriter(silent, fps=meta['fps']) as writer:
         progress = tqdm(total=meta['nframes'] or None, desc='animating', unit='frame')
-        for frames in batched(driving_frames(opt.driving_video, size), opt.batch_size):
+        for frames in batched(driving_frames(opt.driving_video, size), batch_size):
             for prediction in animator(np.stack(frames)):
                 writer.write(np.rint(np.clip(prediction, 0, 1) * 255).astype(np.uint8))  # as img_as_ubyte
             progress.update(len(frames))
@@ -295,7 +300,8 @@ def build_parser():
     parser.add_argument('--best_frame', type=int, default=None, help='start from this driving frame')
     parser.add_argument('--cpu', action='store_true', help='run on the CPU even if CUDA is available')
     parser.add_argument('--audio', action='store_true', help='copy the driving video\'s audio into the result')
-    parser.add_argument('--batch_size', type=int, default=DEFAULT_BATCH, help='driving frames animated at once')
+    parser.add_argument('--batch_size', type=int, default=None,
+                        help=f'driving frames animated at once (default: {DEFAULT_BATCH} on CUDA, 1 on the CPU)')
     parser.add_argument('--fast', action='store_true',
                         help='faster, slightly less exact: the generator runs in bfloat16 (CPU) / float16 (CUDA) '
                              'autocast, channels-last; keypoints stay float32 (see benchmarks/animate.py)')

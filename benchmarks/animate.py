@@ -3,7 +3,7 @@ weights), on this machine, measured in one run, interleaved after a warm-up:
 
   (a) the original's per-frame algorithm (the yardstick: every frame re-encodes the source and runs
       the keypoint detector and generator with batch 1),
-  (b) our default path (source keypoints and features once, batches of driving frames),
+  (b) our default path (source keypoints and features once; batches of driving frames on CUDA),
   (c) fast mode (bfloat16 autocast + channels-last on CPU, float16 on CUDA),
 
 with the ratios and the PSNR of (c) against (b). Then the peak RSS of demo.py (streaming) on a
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from animate import normalize_kp  # noqa: E402
-from demo import Animator, batched  # noqa: E402
+from demo import Animator, batched, default_batch_size  # noqa: E402
 from modules.build import build_models  # noqa: E402
 from modules.config import load_config  # noqa: E402
 
@@ -49,11 +49,11 @@ def per_frame_original(source_image, frames, generator, kp_detector, device):
     return out
 
 
-def ours(source_image, frames, generator, kp_detector, device, fast=False, batch_size=8):
+def ours(source_image, frames, generator, kp_detector, device, fast=False):
     animator = Animator(source_image, generator, kp_detector, relative=True, adapt_movement_scale=True,
                         device=device, fast=fast)
     out = []
-    for batch in batched(frames, batch_size):
+    for batch in batched(frames, default_batch_size(device)):
         out.extend(animator(np.stack(batch)))
     return out
 
