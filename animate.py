@@ -8,8 +8,8 @@ eval mode every module is per-sample, so the results equal the original's per-fr
 rounding (the tests hold the predictions to 1e-5 of the per-frame loop, and to the original's own
 outputs within 1e-4).
 """
+import contextlib
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,7 +21,13 @@ from modules.util import unwrap
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 8  # driving frames per forward pass
+BATCH_SIZE = 8  # driving frames per forward pass (on CUDA; see default_batch_size)
+
+
+def default_batch_size(device):
+    """Driving frames per forward pass: 8 on CUDA; 1 on the CPU, where batching does not pay
+    (measured with benchmarks/animate.py: batch 1 is the fastest there)."""
+    return BATCH_SIZE if torch.device(device).type == 'cuda' else 1
 # The original wrote the visualisations with imageio.mimsave and no fps, i.e. imageio's default of
 # 10 frames per second for both its ffmpeg (.mp4) and its GIF writer.
 VISUALISATION_FPS = 10
@@ -99,107 +105,103 @@ def _frame_batches(video, batch_size):
         yield video[0, :, start:start + batch_size].transpose(0, 1)  # (B, C, H, W)
 
 
-def animate_batches(generator, kp_detector, source, driving, normalization_params=None, batch_size=BATCH_SIZE):
-    """Animates `source` with every frame of `driving`, one batch of frames per forward pass.
+class Animator:
+    """Animates one source image with batches of driving frames; the source's keypoints and encoder
+    features are computed once, here.
 
-    source: (1, C, H, W) in [0, 1]. driving: a (1, C, T, H, W) video in [0, 1], cut into batches of
-    `batch_size` frames, or an iterable of (B, C, H, W) frame batches (e.g. decoded while animating),
-    each one forward pass. Any device and dtype: inputs are moved to the generator's.
-
-    normalization_params: None = absolute keypoints, the reconstruction mode:
-        generator(source, kp_source=kp_detector(source), kp_driving=kp_detector(driving)).
-    A dict of normalize_kp's flags = the animate mode (Sec. 3.5): the generator gets
-        kp_norm = normalize_kp(kp_source, kp_driving, kp_driving_initial, **normalization_params)
-    where kp_driving_initial holds the keypoints of the first driving frame.
-
-    Yields (driving, out) per batch: the (B, C, H, W) driving frames on the generator's device, and
-    the generator's output dict without 'sparse_deformed' (the original drops it before visualising;
-    it is the largest output) plus 'kp_source' (expanded to B), 'kp_driving' and, with
-    normalization_params, 'kp_norm'. The source's keypoints and encoder features are computed once.
-    The models should be in eval mode (train-mode batch norm would mix the frames of a batch); the
-    work runs under torch.inference_mode(), which is not left on while the caller holds a batch.
+    source: (1, C, H, W) in [0, 1], any device/dtype (moved to the generator's). normalization_params:
+    None = absolute keypoints (reconstruction); else normalize_kp's flags (Sec. 3.5), relative to
+    kp_driving_initial: the first driving frame, unless `set_initial` chose another one.
+    fast: the generator runs under bfloat16 (CPU) / float16 (CUDA) autocast with channels-last
+    activations; the keypoint detector stays float32 (its sharp softmax would make keypoints jitter).
+    The models should be in eval mode (train-mode batch norm would mix the frames of a batch).
     """
-    generator, kp_detector = unwrap(generator), unwrap(kp_detector)
-    parameter = next(generator.parameters())
-    device, dtype = parameter.device, parameter.dtype
-    if torch.is_tensor(driving):
-        driving = _frame_batches(driving, batch_size)
-    with torch.inference_mode():
-        source = source.to(device, dtype)
-        kp_source = kp_detector(source)
-        source_features = generator.encode(source)  # (1, C', H / 2^n, W / 2^n), once per source
-    kp_driving_initial = None
-    for frames in driving:
+
+    def __init__(self, generator, kp_detector, source, normalization_params=None, fast=False):
+        self.generator, self.kp_detector = unwrap(generator), unwrap(kp_detector)
+        parameter = next(self.generator.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
+        self.normalization_params = normalization_params
+        self.fast = fast
         with torch.inference_mode():
-            frames = frames.to(device, dtype)
+            self.source = self._layout(source.to(self.device, self.dtype))
+            self.kp_source = self.kp_detector(self.source)
+            with self._autocast():
+                self.source_features = self.generator.encode(self.source)  # once per source
+        self.kp_driving_initial = None
+
+    def _autocast(self):
+        if not self.fast:
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.device.type == 'cuda' else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _layout(self, x):
+        return x.contiguous(memory_format=torch.channels_last) if self.fast else x
+
+    def keypoints(self, frames):
+        """frames: (B, C, H, W) -> the keypoint detector's dict."""
+        with torch.inference_mode():
+            return self.kp_detector(frames.to(self.device, self.dtype))
+
+    def set_initial(self, frame):
+        """Measures the relative motion from `frame` (1, C, H, W) instead of the first driving frame."""
+        self.kp_driving_initial = self.keypoints(frame)
+
+    def __call__(self, frames):
+        """frames: (B, C, H, W) -> (frames on the model's device, out): the generator's dict without
+        'sparse_deformed' (the original drops it before visualising; it is the largest output) plus
+        'kp_source' (expanded to B), 'kp_driving' and, with normalization_params, 'kp_norm'."""
+        with torch.inference_mode():
+            frames = frames.to(self.device, self.dtype)
             batch = frames.shape[0]
-            kp_driving = kp_detector(frames)
-            if normalization_params is None:
+            kp_driving = self.kp_detector(frames)
+            if self.normalization_params is None:
                 kp_target = kp_driving
             else:
-                if kp_driving_initial is None:  # the first driving frame, as the original
-                    kp_driving_initial = {name: value[:1] for name, value in kp_driving.items()}
+                if self.kp_driving_initial is None:  # the first driving frame, as the original
+                    self.kp_driving_initial = {name: value[:1] for name, value in kp_driving.items()}
                 # kp_source and kp_driving_initial (batch 1) broadcast against the B frames
-                kp_target = normalize_kp(kp_source, kp_driving, kp_driving_initial, **normalization_params)
-            kp_source_batch = _expand_kp(kp_source, batch)
-            out = generator(source.expand(batch, -1, -1, -1), kp_driving=kp_target, kp_source=kp_source_batch,
-                            source_features=source_features.expand(batch, -1, -1, -1))
-            out.pop('sparse_deformed', None)
-            out['kp_source'] = kp_source_batch
+                kp_target = normalize_kp(self.kp_source, kp_driving, self.kp_driving_initial,
+                                         **self.normalization_params)
+            kp_source = _expand_kp(self.kp_source, batch)
+            with self._autocast():
+                out = self.generator(self._layout(self.source.expand(batch, -1, -1, -1)), kp_driving=kp_target,
+                                     kp_source=kp_source,
+                                     source_features=self.source_features.expand(batch, -1, -1, -1))
+            out = {name: value.to(self.dtype) for name, value in out.items() if name != 'sparse_deformed'}
+            out['kp_source'] = kp_source
             out['kp_driving'] = kp_driving
-            if normalization_params is not None:
+            if self.normalization_params is not None:
                 out['kp_norm'] = kp_target
-        yield frames, out
+        return frames, out
 
 
-class GifWriter:
-    """Collects uint8 (H, W, 3) frames into a looping GIF at `fps` (imageio's Pillow plugin, which holds
-    the frames until the end); the file is written to a temp name and renamed onto `path` only when
-    the block ends without an error. Same interface as video_io.VideoWriter."""
+def animate_batches(generator, kp_detector, source, driving, normalization_params=None, batch_size=None):
+    """Animates `source` with every frame of `driving`, one batch of frames per forward pass (Animator).
 
-    def __init__(self, path, fps):
-        from video_io import temp_path_for
-        self.path = Path(path)
-        self.fps = fps
-        self.tmp = temp_path_for(self.path)
-        self.frames = 0
-        self._file = None
-
-    def __enter__(self):
-        return self
-
-    def write(self, frame):
-        if self._file is None:
-            import imageio.v3 as iio
-            self._file = iio.imopen(self.tmp, 'w', extension='.gif')
-        self._file.write(np.ascontiguousarray(frame, dtype=np.uint8), duration=1000 / self.fps, loop=0)
-        self.frames += 1
-
-    def __exit__(self, exc_type, exc, tb):
-        from modules.errors import InputError
-        try:
-            if self._file is not None:
-                self._file.close()
-            if exc_type is None:
-                if self.frames == 0:
-                    raise InputError(f'no frame to write to {self.path}: the driving video is empty')
-                os.replace(self.tmp, self.path)
-        finally:
-            self.tmp.unlink(missing_ok=True)
-        return False
+    source: (1, C, H, W) in [0, 1]. driving: a (1, C, T, H, W) video in [0, 1], cut into batches of
+    `batch_size` frames (default: default_batch_size of the model's device), or an iterable of (B, C, H, W) frame batches (e.g. decoded while animating).
+    normalization_params: None = absolute keypoints, the reconstruction mode:
+        generator(source, kp_source=kp_detector(source), kp_driving=kp_detector(driving));
+    a dict of normalize_kp's flags = the animate mode, relative to the first driving frame.
+    Yields (driving frames on the model's device, out) per batch; see Animator.__call__.
+    """
+    animator = Animator(generator, kp_detector, source, normalization_params)
+    if torch.is_tensor(driving):
+        driving = _frame_batches(driving, batch_size or default_batch_size(animator.device))
+    for frames in driving:
+        yield animator(frames)
 
 
 def open_visualisation_writer(path, fps=VISUALISATION_FPS):
-    """A streaming, atomic writer for `path`: GifWriter for .gif, else video_io.VideoWriter (H.264 in the
-    container its extension names, e.g. .mp4)."""
-    if str(path).lower().endswith('.gif'):
-        return GifWriter(path, fps)
-    from video_io import VideoWriter
-    return VideoWriter(path, fps=fps)
+    """A streaming, atomic writer for `path` (video_io.open_writer: GIF or H.264 by extension)."""
+    from video_io import open_writer
+    return open_writer(path, fps)
 
 
 def render_video(generator, kp_detector, source, driving, visualizer, png_path, visualisation_path,
-                 normalization_params=None, batch_size=BATCH_SIZE, fps=VISUALISATION_FPS):
+                 normalization_params=None, batch_size=None, fps=VISUALISATION_FPS):
     """Animates one video with `animate_batches` and writes the original's two results for it:
 
     png_path: the predicted frames side by side, uint8 (H, T * W, 3) = (255 * prediction) truncated,
@@ -256,7 +258,7 @@ def load_weights(checkpoint, generator, kp_detector):
         load_state(checkpoint, {'generator': generator, 'kp_detector': kp_detector})
 
 
-def animate(config, generator, kp_detector, checkpoint, log_dir, dataset, batch_size=BATCH_SIZE):
+def animate(config, generator, kp_detector, checkpoint, log_dir, dataset, batch_size=None):
     """The animate mode of run.py, as the original: each (driving, source) pair of test videos animates
     frame 0 of the source video with the whole driving video.
 

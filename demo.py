@@ -12,7 +12,6 @@ they go, so memory does not grow with the video's length. The source's keypoints
 features are computed once, not once per frame.
 """
 import argparse
-import contextlib
 import logging
 import sys
 import warnings
@@ -23,7 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from animate import convex_hull_area, normalize_kp
+import animate
+from animate import convex_hull_area, default_batch_size
 from modules.build import build_models
 from modules.checkpoint import load_state
 from modules.config import load_config
@@ -31,11 +31,6 @@ from modules.errors import InputError, UserError
 
 log = logging.getLogger('demo')
 
-DEFAULT_BATCH = 8  # for CUDA; on the CPU batching does not pay (measured: batch 1 is fastest)
-
-
-def default_batch_size(device):
-    return DEFAULT_BATCH if torch.device(device).type == 'cuda' else 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -67,12 +62,8 @@ def load_checkpoints(config_path, checkpoint_path, cpu=False):
 # Animation core
 # ----------------------------------------------------------------------------------------------
 
-def _expand_kp(kp, n):
-    return {k: v.expand(n, *v.shape[1:]) for k, v in kp.items()}
-
-
-def to_tensor(images, device):
-    """(N, H, W, 3) or (H, W, 3) float array in [0, 1] -> (N, 3, H, W) float32 tensor on device."""
+def to_tensor(images, device=None):
+    """(N, H, W, 3) or (H, W, 3) float array in [0, 1] -> (N, 3, H, W) float32 tensor."""
     array = np.asarray(images, dtype=np.float32)
     if array.ndim == 3:
         array = array[None]
@@ -80,60 +71,29 @@ def to_tensor(images, device):
 
 
 class Animator:
-    """Animates one source image with driving frames given in batches.
+    """animate.Animator for numpy images: source_image (H, W, 3) float in [0, 1]; `set_initial(frame)`
+    sets the frame the relative motion is measured from (default: the first driving frame);
+    `__call__(frames (N, H, W, 3))` -> predictions (N, H, W, 3) float32 in [0, 1]. With `relative`,
+    both the relative movement and the relative jacobian are used (as the original demo)."""
 
-    source_image: (H, W, 3) float in [0, 1]. The source's keypoints and encoder features are computed
-    once here. `set_initial(frame)` sets kp_driving_initial (the frame the relative motion is measured
-    from); `__call__(frames (N, H, W, 3))` -> predictions (N, H, W, 3) float32 in [0, 1].
-    Same numbers as animating frame by frame (the original's loop), within float rounding.
-    """
+    def __init__(self, source_image, generator, kp_detector, relative=True, adapt_movement_scale=True, fast=False):
+        normalization = dict(use_relative_movement=relative, use_relative_jacobian=relative,
+                             adapt_movement_scale=adapt_movement_scale)
+        self.core = animate.Animator(generator, kp_detector, to_tensor(source_image), normalization, fast=fast)
+        self.device = self.core.device
 
-    def __init__(self, source_image, generator, kp_detector, relative=True, adapt_movement_scale=True,
-                 device=None, fast=False):
-        self.generator, self.kp_detector = generator, kp_detector
-        self.device = device or next(generator.parameters()).device
-        self.relative, self.adapt_movement_scale = relative, adapt_movement_scale
-        self.fast = fast
-        with torch.inference_mode():
-            self.source = to_tensor(source_image, self.device)
-            self.kp_source = kp_detector(self.source)
-            with self._fast_context():
-                self.source_features = generator.encode(self._layout(self.source))
-        self.kp_driving_initial = None
+    @property
+    def kp_source(self):
+        return self.core.kp_source
 
-    def _fast_context(self):
-        """Fast mode: the generator runs under bfloat16 (CPU) / float16 (CUDA) autocast. The keypoint
-        detector always runs in float32: its sharp softmax heatmaps would make keypoints jitter."""
-        if not self.fast:
-            return contextlib.nullcontext()
-        dtype = torch.float16 if self.device.type == 'cuda' else torch.bfloat16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
-
-    def _layout(self, x):
-        return x.contiguous(memory_format=torch.channels_last) if self.fast else x
-
-    @torch.inference_mode()
     def keypoints(self, frames):
-        return self.kp_detector(to_tensor(frames, self.device))
+        return self.core.keypoints(to_tensor(frames))
 
     def set_initial(self, frame):
-        self.kp_driving_initial = self.keypoints(frame)
+        self.core.set_initial(to_tensor(frame))
 
-    @torch.inference_mode()
     def __call__(self, frames):
-        driving = to_tensor(frames, self.device)
-        n = driving.shape[0]
-        if self.kp_driving_initial is None:
-            self.kp_driving_initial = self.kp_detector(driving[:1])
-        kp_driving = self.kp_detector(driving)
-        kp_norm = normalize_kp(kp_source=self.kp_source, kp_driving=kp_driving,
-                               kp_driving_initial=self.kp_driving_initial,
-                               use_relative_movement=self.relative, use_relative_jacobian=self.relative,
-                               adapt_movement_scale=self.adapt_movement_scale)
-        with self._fast_context():
-            out = self.generator(self._layout(self.source.expand(n, -1, -1, -1)),
-                                 kp_source=_expand_kp(self.kp_source, n), kp_driving=kp_norm,
-                                 source_features=self.source_features.expand(n, -1, -1, -1))
+        _, out = self.core(to_tensor(frames))
         return out['prediction'].permute(0, 2, 3, 1).float().cpu().numpy()
 
 
@@ -301,7 +261,7 @@ def build_parser():
     parser.add_argument('--cpu', action='store_true', help='run on the CPU even if CUDA is available')
     parser.add_argument('--audio', action='store_true', help='copy the driving video\'s audio into the result')
     parser.add_argument('--batch_size', type=int, default=None,
-                        help=f'driving frames animated at once (default: {DEFAULT_BATCH} on CUDA, 1 on the CPU)')
+                        help=f'driving frames animated at once (default: {animate.BATCH_SIZE} on CUDA, 1 on the CPU)')
     parser.add_argument('--fast', action='store_true',
                         help='faster, slightly less exact: the generator runs in bfloat16 (CPU) / float16 (CUDA) '
                              'autocast, channels-last; keypoints stay float32 (see benchmarks/animate.py)')

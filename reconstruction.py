@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from animate import BATCH_SIZE, load_weights, prefetched, render_video
+from animate import load_weights, prefetched, render_video
 from modules.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def write_l1_csv(path, rows, mean):
     return path
 
 
-def reconstruction(config, generator, kp_detector, checkpoint, log_dir, dataset, batch_size=BATCH_SIZE):
+def reconstruction(config, generator, kp_detector, checkpoint, log_dir, dataset, batch_size=None):
     """Reconstructs the first reconstruction_params.num_videos videos of `dataset` (null = all).
 
     config: the loaded config (reconstruction_params: num_videos, format; visualizer_params).

@@ -76,7 +76,36 @@ def temp_path_for(path):
     return path.with_name(f'.{path.stem}.{os.getpid()}.tmp{path.suffix}')
 
 
-class VideoWriter:
+class _AtomicFrameWriter:
+    """Writes uint8 (H, W, 3) frames to a temporary file; `path` appears only when the block ends
+    without an error (subclasses open/write/close the actual encoder)."""
+
+    def __init__(self, path, fps):
+        self.path = Path(path)
+        self.fps = fps
+        self.tmp = temp_path_for(self.path)
+        self.frames = 0
+
+    def __enter__(self):
+        return self
+
+    def write(self, frame):
+        self._write(np.ascontiguousarray(frame, dtype=np.uint8))
+        self.frames += 1
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self._close()
+            if exc_type is None:
+                if self.frames == 0:
+                    raise InputError(f'no frame to write to {self.path}: the driving video is empty')
+                os.replace(self.tmp, self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+        return False
+
+
+class VideoWriter(_AtomicFrameWriter):
     """Encodes uint8 (H, W, 3) frames to an H.264 mp4 (or another container by extension) as they come.
 
         with VideoWriter('result.mp4', fps=25) as writer:
@@ -87,18 +116,11 @@ class VideoWriter:
     """
 
     def __init__(self, path, fps, quality=8):
-        self.path = Path(path)
-        self.fps = fps
+        super().__init__(path, fps)
         self.quality = quality
-        self.tmp = temp_path_for(self.path)
         self._writer = None
-        self.frames = 0
 
-    def __enter__(self):
-        return self
-
-    def write(self, frame):
-        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+    def _write(self, frame):
         if self._writer is None:
             import imageio_ffmpeg
             height, width = frame.shape[:2]
@@ -109,19 +131,33 @@ class VideoWriter:
                                                        ffmpeg_log_level='error')
             self._writer.send(None)
         self._writer.send(frame)
-        self.frames += 1
 
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            if self._writer is not None:
-                self._writer.close()
-            if exc_type is None:
-                if self.frames == 0:
-                    raise InputError(f'no frame to write to {self.path}: the driving video is empty')
-                os.replace(self.tmp, self.path)
-        finally:
-            self.tmp.unlink(missing_ok=True)
-        return False
+    def _close(self):
+        if self._writer is not None:
+            self._writer.close()
+
+
+class GifWriter(_AtomicFrameWriter):
+    """Looping GIF at `fps` through imageio's Pillow plugin (which holds the frames until the end)."""
+
+    def __init__(self, path, fps):
+        super().__init__(path, fps)
+        self._file = None
+
+    def _write(self, frame):
+        if self._file is None:
+            import imageio.v3 as iio
+            self._file = iio.imopen(self.tmp, 'w', extension='.gif')
+        self._file.write(frame, duration=1000 / self.fps, loop=0)
+
+    def _close(self):
+        if self._file is not None:
+            self._file.close()
+
+
+def open_writer(path, fps):
+    """GifWriter for a .gif path, else VideoWriter (H.264 in the container its extension names)."""
+    return GifWriter(path, fps) if str(path).lower().endswith('.gif') else VideoWriter(path, fps=fps)
 
 
 def mux_audio(video_path, audio_source, out_path):

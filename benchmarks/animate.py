@@ -12,8 +12,6 @@ with the ratios and the PSNR of (c) against (b). Then the peak RSS of demo.py (s
     python benchmarks/animate.py [--frames 16] [--rounds 3] [--device cpu]
 """
 import argparse
-import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -50,8 +48,7 @@ def per_frame_original(source_image, frames, generator, kp_detector, device):
 
 
 def ours(source_image, frames, generator, kp_detector, device, fast=False):
-    animator = Animator(source_image, generator, kp_detector, relative=True, adapt_movement_scale=True,
-                        device=device, fast=fast)
+    animator = Animator(source_image, generator, kp_detector, relative=True, adapt_movement_scale=True, fast=fast)
     out = []
     for batch in batched(frames, default_batch_size(device)):
         out.extend(animator(np.stack(batch)))

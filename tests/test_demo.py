@@ -2,7 +2,6 @@
 import os
 import subprocess
 import sys
-import warnings
 
 import imageio.v3 as iio
 import numpy as np

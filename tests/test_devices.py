@@ -1,7 +1,6 @@
 """Device handling: modules follow the device of their inputs, never call .cuda(), never touch the
 network at import or construction. GPU checks run only where a GPU exists."""
 import ast
-import socket
 import subprocess
 import sys
 
@@ -34,7 +33,6 @@ def test_library_code_never_moves_tensors_to_a_fixed_device():
 
 def test_no_network_at_import_or_construction(fixture_config, train_params):
     code = f'''
-import socket
 def refuse(*a, **k):
     raise RuntimeError("network access")
 socket.socket.connect = refuse

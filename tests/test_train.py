@@ -1,5 +1,4 @@
 """run.py --mode train end to end on small generated data, in every supported video layout."""
-import copy
 import os
 import re
 import subprocess
