@@ -9,6 +9,7 @@ rounding (the tests hold the predictions to 1e-5 of the per-frame loop, and to t
 outputs within 1e-4).
 """
 import contextlib
+import copy
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,10 +25,12 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 8  # driving frames per forward pass (on CUDA; see default_batch_size)
 
 
-def default_batch_size(device):
-    """Driving frames per forward pass: 8 on CUDA; 1 on the CPU, where batching does not pay
-    (measured with benchmarks/animate.py: batch 1 is the fastest there)."""
-    return BATCH_SIZE if torch.device(device).type == 'cuda' else 1
+def default_batch_size(device, fast=False):
+    """Driving frames per forward pass: 8 on CUDA; on the CPU 1 (exact path) or 2 (fast mode), the
+    fastest there as measured with benchmarks/animate.py."""
+    if torch.device(device).type == 'cuda':
+        return BATCH_SIZE
+    return 2 if fast else 1
 # The original wrote the visualisations with imageio.mimsave and no fps, i.e. imageio's default of
 # 10 frames per second for both its ffmpeg (.mp4) and its GIF writer.
 VISUALISATION_FPS = 10
@@ -112,13 +115,15 @@ class Animator:
     source: (1, C, H, W) in [0, 1], any device/dtype (moved to the generator's). normalization_params:
     None = absolute keypoints (reconstruction); else normalize_kp's flags (Sec. 3.5), relative to
     kp_driving_initial: the first driving frame, unless `set_initial` chose another one.
-    fast: the generator runs under bfloat16 (CPU) / float16 (CUDA) autocast with channels-last
-    activations; the keypoint detector stays float32 (its sharp softmax would make keypoints jitter).
+    fast: a channels-last copy of the generator runs under bfloat16 (CPU) / float16 (CUDA) autocast;
+    the keypoint detector stays float32 (its sharp softmax would make keypoints jitter).
     The models should be in eval mode (train-mode batch norm would mix the frames of a batch).
     """
 
     def __init__(self, generator, kp_detector, source, normalization_params=None, fast=False):
         self.generator, self.kp_detector = unwrap(generator), unwrap(kp_detector)
+        if fast:  # a copy, so the caller's model keeps its memory format
+            self.generator = copy.deepcopy(self.generator).to(memory_format=torch.channels_last)
         parameter = next(self.generator.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
         self.normalization_params = normalization_params

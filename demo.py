@@ -212,7 +212,7 @@ def make_demo(opt):
     animator = Animator(source_image, generator, kp_detector, relative=opt.relative,
                         adapt_movement_scale=opt.adapt_scale, fast=opt.fast)
 
-    batch_size = opt.batch_size or default_batch_size(animator.device)
+    batch_size = opt.batch_size or default_batch_size(animator.device, opt.fast)
     best = opt.best_frame
     if best is None and opt.find_best_frame:
         best = find_best_frame(animator, driving_frames(opt.driving_video, size), batch_size)
@@ -261,7 +261,8 @@ def build_parser():
     parser.add_argument('--cpu', action='store_true', help='run on the CPU even if CUDA is available')
     parser.add_argument('--audio', action='store_true', help='copy the driving video\'s audio into the result')
     parser.add_argument('--batch_size', type=int, default=None,
-                        help=f'driving frames animated at once (default: {animate.BATCH_SIZE} on CUDA, 1 on the CPU)')
+                        help=f'driving frames animated at once (default: {animate.BATCH_SIZE} on CUDA; on the CPU 1, or 2 '
+                             f'with --fast)')
     parser.add_argument('--fast', action='store_true',
                         help='faster, slightly less exact: the generator runs in bfloat16 (CPU) / float16 (CUDA) '
                              'autocast, channels-last; keypoints stay float32 (see benchmarks/animate.py)')

@@ -4,7 +4,7 @@ weights), on this machine, measured in one run, interleaved after a warm-up:
   (a) the original's per-frame algorithm (the yardstick: every frame re-encodes the source and runs
       the keypoint detector and generator with batch 1),
   (b) our default path (source keypoints and features once; batches of driving frames on CUDA),
-  (c) fast mode (bfloat16 autocast + channels-last on CPU, float16 on CUDA),
+  (c) fast mode (a channels-last generator under bfloat16 autocast on CPU, float16 on CUDA),
 
 with the ratios and the PSNR of (c) against (b). Then the peak RSS of demo.py (streaming) on a
 200-frame and a 2000-frame 64x64 video with the small fixture model.
@@ -50,7 +50,7 @@ def per_frame_original(source_image, frames, generator, kp_detector, device):
 def ours(source_image, frames, generator, kp_detector, device, fast=False):
     animator = Animator(source_image, generator, kp_detector, relative=True, adapt_movement_scale=True, fast=fast)
     out = []
-    for batch in batched(frames, default_batch_size(device)):
+    for batch in batched(frames, default_batch_size(device, fast)):
         out.extend(animator(np.stack(batch)))
     return out
 
