@@ -178,3 +178,30 @@ def test_fast_mode_is_close_to_exact(models, ref):
     fast = demo.Animator(source, *models, fast=True)(np.stack(driving))
     mse = float(np.mean((exact - fast) ** 2))
     assert 0 < mse and 10 * np.log10(1 / mse) > 35, 'bfloat16 generator: small but non-zero differences'
+
+
+def peak_rss_mb_of_demo(tmp_path, num_frames):
+    """demo.py's peak RSS (MB) on a num_frames-long 256x256 driving video (animated at the model's
+    64x64), in a fresh process. Holding the decoded video would cost ~0.2 MB per frame."""
+    clip = square_frames(40, 256, 256)
+    video = write_video(tmp_path / f'driving{num_frames}.mp4', np.concatenate([clip] * (num_frames // 40)))
+    source = tmp_path / 'source.png'
+    iio.imwrite(source, square_frames(1)[0])
+    code = ('import resource, runpy, sys\n'
+            'sys.argv = sys.argv[1:]\n'
+            'try:\n    runpy.run_path("demo.py", run_name="__main__")\n'
+            'except SystemExit as e:\n    assert not e.code, e.code\n'
+            'print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)')
+    out = subprocess.run([sys.executable, '-c', code, 'demo.py', '--config', str(CONFIG), '--checkpoint',
+                          str(CHECKPOINT), '--cpu', '--relative', '--source_image', str(source), '--driving_video',
+                          str(video), '--result_video', str(tmp_path / f'r{num_frames}.mp4')],
+                         cwd=REPO, capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(list(iter_video_frames(tmp_path / f'r{num_frames}.mp4'))) == num_frames
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def test_memory_is_flat_in_video_length(tmp_path):
+    short = peak_rss_mb_of_demo(tmp_path, 40)
+    long = peak_rss_mb_of_demo(tmp_path, 400)
+    assert long - short < 50, f'peak RSS {short:.0f} MB for 40 frames, {long:.0f} MB for 400'

@@ -33,6 +33,7 @@ def test_library_code_never_moves_tensors_to_a_fixed_device():
 
 def test_no_network_at_import_or_construction(fixture_config, train_params):
     code = f'''
+import socket
 def refuse(*a, **k):
     raise RuntimeError("network access")
 socket.socket.connect = refuse
