@@ -110,7 +110,9 @@ def main(argv=None):
         weights = None
         if weights_path is not None:
             weights = read_checkpoint(weights_path, map_location=device)
-            load_state(weights, models, source=weights_path, config_path=opt.config, optional=('discriminator',))
+            # train() loads them (with the optimizers); the other modes use the models as loaded here
+            load_state(weights, models, source=weights_path, config_path=opt.config, optional=('discriminator',),
+                       check_only=opt.mode == 'train')
 
         from frames_dataset import FramesDataset
         dataset = FramesDataset(is_train=(opt.mode == 'train'), **config['dataset_params'])

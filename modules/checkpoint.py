@@ -155,14 +155,16 @@ def _fit_hint(checkpoint, names):
     return 'no official config fits it; use the config it was trained with'
 
 
-def load_state(checkpoint, modules, source=None, config_path=None, optional=(), map_location='cpu'):
+def load_state(checkpoint, modules, source=None, config_path=None, optional=(), map_location='cpu',
+               check_only=False):
     """Loads entries of a checkpoint into modules and optimizers, strictly.
 
     checkpoint: a path or an already loaded dict. modules: {checkpoint key: nn.Module or
     torch.optim.Optimizer}, e.g. {'generator': g, 'kp_detector': kp}. optional: keys that may be
     absent from the checkpoint (skipped with a log message, as the original Logger tolerates a
     missing discriminator). map_location: where a checkpoint read from a path is loaded (the
-    modules' own device is kept either way: values are copied into them). Returns the checkpoint's epoch (or None).
+    modules' own device is kept either way: values are copied into them). check_only: only check
+    that the entries fit (same errors), load nothing. Returns the checkpoint's epoch (or None).
     Raises CheckpointError naming every mismatching key and the official config that fits.
     """
     if not isinstance(checkpoint, dict):
@@ -176,7 +178,8 @@ def load_state(checkpoint, modules, source=None, config_path=None, optional=(), 
     for name, target in modules.items():
         if name not in checkpoint or checkpoint[name] is None:
             if name in optional:
-                log.warning('%s has no %r entry: %s keeps its current weights/state', source, name, name)
+                if not check_only:
+                    log.warning('%s has no %r entry: %s keeps its current weights/state', source, name, name)
                 continue
             held = ', '.join(k for k in checkpoint) or 'nothing'
             raise CheckpointError(f'{source} has no {name!r} entry (it holds: {held}): '
@@ -195,7 +198,7 @@ def load_state(checkpoint, modules, source=None, config_path=None, optional=(), 
         raise CheckpointError(f'{source} does not fit{against}: ' + '; '.join(problems) + '; '
                               + _fit_hint(checkpoint, model_names))
 
-    for name, state in present.items():
+    for name, state in ({} if check_only else present).items():
         target = modules[name]
         try:
             if isinstance(target, nn.Module):

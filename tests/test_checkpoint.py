@@ -184,3 +184,14 @@ def test_check_cli_success_and_bad_inputs(tmp_path):
     bad_config = run_check('--config', typo)
     assert bad_config.returncode == 2 and "temprature" in bad_config.stderr and "'temperature'" in bad_config.stderr
     assert bad_config.stderr.count('\n') == 1
+
+
+def test_check_only_loads_nothing(small_models, fixture_config):
+    before = copy.deepcopy(small_models['kp_detector'].state_dict())
+    assert load_state(CHECKPOINT, small_models, check_only=True) == 0
+    for key, value in small_models['kp_detector'].state_dict().items():
+        assert torch.equal(value, before[key]), key
+    params = copy.deepcopy(fixture_config['model_params'])
+    params['kp_detector_params']['single_jacobian_map'] = True
+    with pytest.raises(CheckpointError, match='mis-shaped'):
+        load_state(CHECKPOINT, build_models(params, names=['kp_detector']), check_only=True)
