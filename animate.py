@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from modules.util import unwrap
+from modules.util import fold_batchnorm, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,8 @@ class Animator:
 
     def __init__(self, generator, kp_detector, source, normalization_params=None, fast=False):
         self.generator, self.kp_detector = unwrap(generator), unwrap(kp_detector)
-        if fast:  # a copy, so the caller's model keeps its memory format
-            self.generator = copy.deepcopy(self.generator).to(memory_format=torch.channels_last)
+        if fast:  # a copy, so the caller's model keeps its layout and batch norms
+            self.generator = fold_batchnorm(copy.deepcopy(self.generator)).to(memory_format=torch.channels_last)
         parameter = next(self.generator.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
         self.normalization_params = normalization_params

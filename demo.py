@@ -28,6 +28,7 @@ from modules.build import build_models
 from modules.checkpoint import load_state
 from modules.config import load_config
 from modules.errors import InputError, UserError
+from modules.util import fold_batchnorm
 
 log = logging.getLogger('demo')
 
@@ -209,6 +210,8 @@ def make_demo(opt):
     size = tuple(config['dataset_params']['frame_shape'][:2])
     source_image = read_source_image(opt.source_image, size)
     generator, kp_detector = load_checkpoints(opt.config, opt.checkpoint, cpu=opt.cpu)
+    fold_batchnorm(generator)  # ours to change: inference only, never saved
+    fold_batchnorm(kp_detector)
     animator = Animator(source_image, generator, kp_detector, relative=opt.relative,
                         adapt_movement_scale=opt.adapt_scale, fast=opt.fast)
 

@@ -23,6 +23,7 @@ from modules.build import build_models
 from modules.checkpoint import load_state, read_checkpoint
 from modules.config import load_config
 from modules.errors import UserError
+from modules.util import fold_batchnorm
 from modules.vgg import fetch_vgg19_weights
 
 log = logging.getLogger('run')
@@ -138,13 +139,16 @@ def main(argv=None):
                   weights if opt.checkpoint else None, str(log_dir), dataset, opt.device_ids, device=device,
                   init=weights if opt.init else None,
                   num_workers=opt.num_workers, distributed=distributed)
-        elif opt.mode == 'reconstruction':
-            from reconstruction import reconstruction
-            # checkpoint=None: the weights were loaded (strictly) above
-            reconstruction(config, models['generator'], models['kp_detector'], None, str(log_dir), dataset)
         else:
-            from animate import animate
-            animate(config, models['generator'], models['kp_detector'], None, str(log_dir), dataset)
+            # Inference only: batch norms folded into the convolutions (a rounding-level change), and
+            # checkpoint=None: the weights were loaded (strictly) above.
+            generator, kp_detector = (fold_batchnorm(models[n].eval()) for n in ('generator', 'kp_detector'))
+            if opt.mode == 'reconstruction':
+                from reconstruction import reconstruction
+                reconstruction(config, generator, kp_detector, None, str(log_dir), dataset)
+            else:
+                from animate import animate
+                animate(config, generator, kp_detector, None, str(log_dir), dataset)
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

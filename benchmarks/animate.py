@@ -13,7 +13,6 @@ with the ratios and the PSNR of (c) against (b). Then the peak RSS of demo.py (s
 """
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -68,16 +67,15 @@ def peak_rss_of_demo(num_frames, tmp):
     frames = np.zeros((num_frames, 64, 64, 3), np.uint8)
     frames[:, 20:40, :, 0] = np.linspace(0, 255, num_frames).astype(np.uint8)[:, None, None]
     video = write_video(Path(tmp) / f'd{num_frames}.mp4', frames)
+    from tests.rss import peak_rss_mb
     fixture = REPO / 'tests' / 'data' / 'fomm_fixture_small'
-    code = ('import resource, sys, runpy; sys.argv = sys.argv[1:]; '
-            'exec("try:\\n runpy.run_path(\'demo.py\', run_name=\'__main__\')\\nexcept SystemExit: pass"); '
-            'print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)')
-    out = subprocess.run([sys.executable, '-c', code, 'demo.py', '--config', str(fixture / 'config.yaml'),
-                          '--checkpoint', str(fixture / 'checkpoint.pth.tar'), '--cpu', '--relative',
-                          '--source_image', str(source),
-                          '--driving_video', video, '--result_video', str(Path(tmp) / f'r{num_frames}.mp4')],
-                         cwd=REPO, capture_output=True, text=True)
-    return int(out.stdout.strip().splitlines()[-1]) / 1024
+    returncode, megabytes = peak_rss_mb([sys.executable, 'demo.py', '--config', fixture / 'config.yaml',
+                                         '--checkpoint', fixture / 'checkpoint.pth.tar', '--cpu', '--relative',
+                                         '--source_image', source, '--driving_video', video,
+                                         '--result_video', Path(tmp) / f'r{num_frames}.mp4'], cwd=REPO)
+    if returncode != 0:
+        raise RuntimeError(f'demo.py failed on {video}')
+    return megabytes
 
 
 def main():

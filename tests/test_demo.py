@@ -187,21 +187,18 @@ def peak_rss_mb_of_demo(tmp_path, num_frames):
     video = write_video(tmp_path / f'driving{num_frames}.mp4', np.concatenate([clip] * (num_frames // 40)))
     source = tmp_path / 'source.png'
     iio.imwrite(source, square_frames(1)[0])
-    code = ('import resource, runpy, sys\n'
-            'sys.argv = sys.argv[1:]\n'
-            'try:\n    runpy.run_path("demo.py", run_name="__main__")\n'
-            'except SystemExit as e:\n    assert not e.code, e.code\n'
-            'print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)')
-    out = subprocess.run([sys.executable, '-c', code, 'demo.py', '--config', str(CONFIG), '--checkpoint',
-                          str(CHECKPOINT), '--cpu', '--relative', '--source_image', str(source), '--driving_video',
-                          str(video), '--result_video', str(tmp_path / f'r{num_frames}.mp4')],
-                         cwd=REPO, capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    assert out.returncode == 0, out.stderr[-2000:]
+    from tests.rss import peak_rss_mb
+    returncode, megabytes = peak_rss_mb([sys.executable, 'demo.py', '--config', CONFIG, '--checkpoint', CHECKPOINT,
+                                         '--cpu', '--relative', '--source_image', source, '--driving_video', video,
+                                         '--result_video', tmp_path / f'r{num_frames}.mp4'],
+                                        cwd=REPO, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert returncode == 0
     assert len(list(iter_video_frames(tmp_path / f'r{num_frames}.mp4'))) == num_frames
-    return int(out.stdout.strip().splitlines()[-1]) / 1024
+    return megabytes
 
 
 def test_memory_is_flat_in_video_length(tmp_path):
     short = peak_rss_mb_of_demo(tmp_path, 40)
     long = peak_rss_mb_of_demo(tmp_path, 400)
+    print(f'peak RSS {short:.0f} MB for 40 frames, {long:.0f} MB for 400')
     assert long - short < 50, f'peak RSS {short:.0f} MB for 40 frames, {long:.0f} MB for 400'

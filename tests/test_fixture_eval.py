@@ -102,3 +102,23 @@ def test_source_features_can_be_reused(models, ref):
         out = generator(ref['inputs/source'], kp_source=kp_of(ref, 'kp_source'),
                         kp_driving=kp_of(ref, 'kp_driving/2'), source_features=features)
     assert_close(out['prediction'], ref['generator/2/prediction'], 'prediction')
+
+
+def test_folded_batchnorm_gives_the_same_outputs(fixture_config, ref):
+    """fold_batchnorm (inference speed-up) changes the outputs by float rounding only."""
+    from modules.util import fold_batchnorm
+    models = build_models(fixture_config['model_params'], names=['kp_detector', 'generator'])
+    load_state(FIXTURE_DIR / 'checkpoint.pth.tar', models)
+    kp_detector = fold_batchnorm(models['kp_detector'].eval())
+    generator = fold_batchnorm(models['generator'].eval())
+    remaining = [name for name, m in generator.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert remaining == ['bottleneck.r0.norm1', 'bottleneck.r1.norm1'], 'only norms before a ReLU stay'
+    with torch.no_grad():
+        kp_source = kp_detector(ref['inputs/source'])
+        kp_driving = kp_detector(ref['inputs/driving'][:, :, 3])
+        out = generator(ref['inputs/source'], kp_source=kp_source, kp_driving=kp_driving)
+    assert_close(kp_driving['value'], ref['kp_driving/3/value'], 'value')
+    for name in ('mask', 'occlusion_map', 'deformed', 'prediction'):
+        assert_close(out[name], ref[f'generator/3/{name}'], name)
+    with pytest.raises(ValueError, match='eval'):
+        fold_batchnorm(build_models(fixture_config['model_params'], names=['kp_detector'])['kp_detector'])
