@@ -3,7 +3,8 @@ weights), on this machine, measured in one run, interleaved after a warm-up:
 
   (a) the original's per-frame algorithm (the yardstick: every frame re-encodes the source and runs
       the keypoint detector and generator with batch 1),
-  (b) our default path (source keypoints and features once; batches of driving frames on CUDA),
+  (b) our default path as demo.py runs it (source keypoints and features once; batch norms folded
+      into the convolutions; batches of driving frames on CUDA),
   (c) fast mode (a channels-last generator under bfloat16 autocast on CPU, float16 on CUDA),
 
 with the ratios and the PSNR of (c) against (b). Then the peak RSS of demo.py (streaming) on a
@@ -12,6 +13,7 @@ with the ratios and the PSNR of (c) against (b). Then the peak RSS of demo.py (s
     python benchmarks/animate.py [--frames 16] [--rounds 3] [--device cpu]
 """
 import argparse
+import copy
 import statistics
 import sys
 import tempfile
@@ -28,6 +30,7 @@ from animate import normalize_kp  # noqa: E402
 from demo import Animator, batched, default_batch_size  # noqa: E402
 from modules.build import build_models  # noqa: E402
 from modules.config import load_config  # noqa: E402
+from modules.util import fold_batchnorm  # noqa: E402
 
 
 def per_frame_original(source_image, frames, generator, kp_detector, device):
@@ -89,6 +92,9 @@ def main():
     config = load_config(REPO / 'config' / 'vox-256.yaml')
     models = build_models(config['model_params'], names=['generator', 'kp_detector'], device=device)
     generator, kp_detector = models['generator'].eval(), models['kp_detector'].eval()
+    # demo.py animates with the batch norms folded into the convolutions (inference only)
+    folded_generator = fold_batchnorm(copy.deepcopy(generator))
+    folded_kp_detector = fold_batchnorm(copy.deepcopy(kp_detector))
     rng = np.random.default_rng(0)
     source = rng.random((256, 256, 3), dtype=np.float32)
     frames = [np.roll(source, shift=(2 * t, 3 * t), axis=(0, 1)) for t in range(opt.frames)]
@@ -96,8 +102,8 @@ def main():
           f'{opt.frames} frames of 256x256, vox-256 models')
 
     runs = {'original per-frame': lambda: per_frame_original(source, frames, generator, kp_detector, device),
-            'ours (default)': lambda: ours(source, frames, generator, kp_detector, device),
-            'ours --fast': lambda: ours(source, frames, generator, kp_detector, device, fast=True)}
+            'ours (default)': lambda: ours(source, frames, folded_generator, folded_kp_detector, device),
+            'ours --fast': lambda: ours(source, frames, folded_generator, folded_kp_detector, device, fast=True)}
     times = {name: [] for name in runs}
     results = {}
     for name, fn in runs.items():  # warm-up
