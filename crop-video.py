@@ -42,7 +42,6 @@ an unreadable input or a bad option.
 """
 import argparse
 import logging
-import os
 import shlex
 import subprocess
 import sys
@@ -53,7 +52,8 @@ import numpy as np
 from tqdm import tqdm
 
 from modules.errors import InputError, UserError
-from video_io import ffmpeg_exe, iter_video_frames, read_video_meta, temp_path_for
+from modules.fileio import atomic_path
+from video_io import ffmpeg_exe, iter_video_frames, read_video_meta
 
 # Cascade search parameters, in pixels of the downscaled detection frame.
 SCALE_FACTOR = 1.1  # window growth per scale (1.2 misses faces in small videos such as carphone)
@@ -336,16 +336,11 @@ def write_clip(inp, out_path, track, crop, image_shape, fps, audio):
     if audio:
         audio_filter = f'atrim=start={track.start / fps}:end={(track.end + 1) / fps},asetpts=PTS-STARTPTS'
         command += ['-map', '0:a:0', '-af', audio_filter, '-c:a', 'aac']
-    tmp = temp_path_for(out_path)
-    try:
-        command.append(str(tmp))
-        result = subprocess.run(command, capture_output=True, text=True)
+    with atomic_path(out_path) as tmp:
+        result = subprocess.run(command + [str(tmp)], capture_output=True, text=True)
         if result.returncode != 0:
             last = (result.stderr.strip().splitlines() or ['no message'])[-1]
             raise InputError(f'writing {out_path} failed: ffmpeg says "{last}"')
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def crop_video(opt):

@@ -19,7 +19,6 @@ one code path, every method is a no-op when disabled.
 import collections
 import difflib
 import logging
-import os
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from skimage.draw import disk
 
 from modules.checkpoint import load_state, save_checkpoint
+from modules.fileio import atomic_path
 from modules.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,9 @@ def _scalar(name, value):
 
 def write_png_atomic(path, image):
     """Writes a uint8 (H, W, 3) image as PNG to a temp file in the same folder, then renames it onto `path`."""
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
+    with atomic_path(path) as tmp:
         iio.imwrite(tmp, image, extension='.png')
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 class Logger:

@@ -8,7 +8,6 @@ encoder features once per video, `batch_size` driving frames per forward pass.
 """
 import csv
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,24 +16,19 @@ from tqdm import tqdm
 
 from animate import load_weights, prefetched, render_video
 from modules.errors import ConfigError
+from modules.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
 
 def write_l1_csv(path, rows, mean):
     """`video,l1` rows, then a `mean,<mean>` row, written to a temp file and renamed onto `path`."""
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'w', newline='', encoding='utf-8') as f:
-            writer = csv.writer(f)
-            writer.writerow(['video', 'l1'])
-            writer.writerows([name, repr(float(l1))] for name, l1 in rows)
-            writer.writerow(['mean', repr(float(mean))])
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    with atomic_path(path) as tmp, open(tmp, 'w', newline='', encoding='utf-8') as f:
+        writer = csv.writer(f)
+        writer.writerow(['video', 'l1'])
+        writer.writerows([name, repr(float(l1))] for name, l1 in rows)
+        writer.writerow(['mean', repr(float(mean))])
+    return Path(path)
 
 
 def reconstruction(config, generator, kp_detector, checkpoint, log_dir, dataset, batch_size=None):

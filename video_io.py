@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from modules.errors import InputError
+from modules.fileio import atomic_path, temp_path_for
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,6 @@ def iter_video_frames(path, start=0):
                          f'truncated') from e
     finally:
         reader.close()
-
-
-def temp_path_for(path):
-    """A hidden temporary name in the same folder with the same extension (ffmpeg picks the
-    container from it): result.mp4 -> .result.<pid>.tmp.mp4"""
-    path = Path(path)
-    return path.with_name(f'.{path.stem}.{os.getpid()}.tmp{path.suffix}')
 
 
 class _AtomicFrameWriter:
@@ -168,14 +162,10 @@ def mux_audio(video_path, audio_source, out_path):
         if Path(video_path) != Path(out_path):
             os.replace(video_path, out_path)
         return False
-    tmp = temp_path_for(out_path)
-    command = [ffmpeg_exe(), '-y', '-loglevel', 'error', '-i', str(video_path), '-i', str(audio_source),
-               '-map', '0:v:0', '-map', '1:a:0', '-c:v', 'copy', '-c:a', 'aac', '-shortest', str(tmp)]
-    try:
+    with atomic_path(out_path) as tmp:
+        command = [ffmpeg_exe(), '-y', '-loglevel', 'error', '-i', str(video_path), '-i', str(audio_source),
+                   '-map', '0:v:0', '-map', '1:a:0', '-c:v', 'copy', '-c:a', 'aac', '-shortest', str(tmp)]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             raise InputError(f'adding the audio of {audio_source} failed: {result.stderr.strip()[-300:]}')
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return True

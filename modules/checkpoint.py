@@ -10,7 +10,6 @@ module whose keys or shapes differ is reported key by key, together with the off
 checkpoint fits. Saving is atomic (temp file + rename), so a crash never truncates the last good file.
 """
 import logging
-import os
 import pickle
 import re
 import zipfile
@@ -21,6 +20,7 @@ from torch import nn
 
 from modules.build import MODEL_NAMES, build_models
 from modules.errors import CheckpointError, ConfigError
+from modules.fileio import atomic_path
 from modules.util import unwrap
 
 log = logging.getLogger(__name__)
@@ -231,10 +231,5 @@ def save_checkpoint(path, models, epoch, **extra):
 
 def atomic_torch_save(obj, path):
     """torch.save to a temp file in the same folder, then rename onto `path` (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
