@@ -33,7 +33,7 @@ so the update lands in the base module.
 Optional multi-process synchronisation: with `sync_distributed=True` (constructor argument or
 attribute), when `torch.distributed` is initialised with world size > 1 (in `process_group`, default
 the world) and the module is in training mode, the per-rank (sum, sum of squares, count) are
-all-reduced across ranks with the differentiable `torch.distributed.nn.functional.all_reduce`, and the
+all-reduced across ranks with a differentiable all-reduce (`_AllReduceSum`), and the
 layer normalises with the global statistics exactly like the multi-replica path (same clamp, same
 running-stat update, done on every rank so ranks stay identical). It is meant for
 DistributedDataParallel with one device per process and cannot be combined with a multi-replica
@@ -46,6 +46,24 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from .comm import SyncContext
 
 __all__ = ['SynchronizedBatchNorm1d', 'SynchronizedBatchNorm2d', 'SynchronizedBatchNorm3d']
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over torch.distributed ranks, differentiable: every rank's output is the sum of all inputs,
+    so the gradient of each input is the sum of all ranks' output gradients (another all-reduce)."""
+
+    @staticmethod
+    def forward(ctx, tensor, group):
+        ctx.group = group
+        out = tensor.clone()
+        torch.distributed.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad = grad_output.contiguous().clone()
+        torch.distributed.all_reduce(grad, group=ctx.group)
+        return grad, None
 
 
 class _SynchronizedBatchNorm(_BatchNorm):
@@ -170,11 +188,9 @@ class _SynchronizedBatchNorm(_BatchNorm):
 
     def _reduce_over_ranks(self, local_sum, local_ssum, local_count):
         """Sum (sum, ssum, count) over torch.distributed ranks with a differentiable all-reduce."""
-        from torch.distributed.nn.functional import all_reduce
-
         num_channels = local_sum.numel()
         count = local_sum.new_full((1,), float(local_count))
-        packed = all_reduce(torch.cat([local_sum, local_ssum, count]), group=self.process_group)
+        packed = _AllReduceSum.apply(torch.cat([local_sum, local_ssum, count]), self.process_group)
         total_count = int(round(packed[2 * num_channels].item()))
         return packed[:num_channels], packed[num_channels:2 * num_channels], total_count
 

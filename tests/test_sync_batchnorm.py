@@ -471,6 +471,7 @@ _DIST_WORKER = textwrap.dedent('''
         (out * g[start:start + sizes[rank]]).sum().backward()
         torch.save({'out': out.detach(), 'xgrad': xr.grad, 'wgrad': bn.weight.grad, 'bgrad': bn.bias.grad,
                     'rm': bn.running_mean, 'rv': bn.running_var}, out_file)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 ''')
