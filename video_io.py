@@ -35,8 +35,8 @@ def read_video_meta(path):
         meta = next(reader)
         reader.close()
     except (RuntimeError, OSError, StopIteration) as e:
-        raise InputError(f'{path}: cannot read it as a video ({str(e).strip().splitlines()[-1] if str(e) else e!r})'
-                         f'; convert it to mp4') from e
+        raise InputError(f'{path}: cannot read it as a video (no video frames, or a format ffmpeg cannot '
+                         f'read: {str(e).strip().splitlines()[-1] if str(e) else e!r}); convert it to mp4') from e
     fps = float(meta.get('fps') or 25.0)
     duration = float(meta.get('duration') or 0.0)
     return {'fps': fps, 'size': tuple(meta['size']), 'nframes': int(round(fps * duration)),

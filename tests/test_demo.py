@@ -153,10 +153,14 @@ def test_bad_inputs_are_one_line_errors(tmp_path, inputs):
     garbage.write_bytes(b'not a video' * 50)
     bad_image = tmp_path / 'bad.png'
     bad_image.write_bytes(b'not an image')
+    empty = tmp_path / 'empty.mp4'  # a valid mp4 container with no video frame
+    subprocess.run([ffmpeg_exe(), '-y', '-loglevel', 'error', '-f', 'lavfi', '-i', 'color=c=red:s=64x64:d=1',
+                    '-frames:v', '0', '-c:v', 'libx264', str(empty)], check=True)
     cases = [
         (['--source_image', tmp_path / 'missing.png', '--driving_video', driving], 'missing.png not found'),
         (['--source_image', bad_image, '--driving_video', driving], 'cannot read it as an image'),
         (['--source_image', source, '--driving_video', garbage], 'cannot read it as a video'),
+        (['--source_image', source, '--driving_video', empty], 'cannot read it as a video'),
     ]
     for args, message in cases:
         out = run_demo(*args, '--result_video', result)
