@@ -144,28 +144,6 @@ def find_best_frame(animator, frames, batch_size=1):
 # Files
 # ----------------------------------------------------------------------------------------------
 
-def to_rgb_float(image, name):
-    """Any image array (gray, gray+alpha, RGB, RGBA; uint8, uint16 or float) -> (H, W, 3) float32 in [0, 1]."""
-    image = np.asarray(image)
-    if image.dtype == np.uint8:
-        image = image.astype(np.float32) / 255
-    elif image.dtype == np.uint16:
-        image = image.astype(np.float32) / 65535
-    elif image.dtype == bool:
-        image = image.astype(np.float32)
-    else:
-        image = image.astype(np.float32)
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
-        raise InputError(f'{name}: unsupported image shape {image.shape}; use an RGB or grayscale image')
-    if image.shape[2] in (2, 4):
-        image = image[..., :-1]  # drop alpha, as the original's [..., :3]
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    return np.clip(image, 0, 1)
-
-
 def resize_frame(image, size):
     """(H, W, 3) float -> size (h, w), as the original (skimage resize, anti-aliased when shrinking)."""
     if image.shape[:2] == tuple(size):
@@ -175,17 +153,16 @@ def resize_frame(image, size):
 
 
 def read_source_image(path, size):
-    import imageio.v3 as iio
+    """Any image file (gray, RGBA, 16-bit, any size) -> (h, w, 3) float32 in [0, 1] at `size`, with
+    the same conversions as the dataset's frames (frames_dataset.read_image)."""
+    from frames_dataset import read_image
     path = Path(path)
     if not path.is_file():
         raise InputError(f'source image {path} not found: check the path')
     try:
-        image = iio.imread(path)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise InputError(f'{path}: cannot read it as an image ({type(e).__name__}); use a PNG or JPEG') from e
-    if image.ndim == 4:  # an animated image: take its first frame
-        image = image[0]
-    image = to_rgb_float(image, path)
+        image = read_image(path)
+    except InputError as e:
+        raise InputError(f'{path}: cannot read it as an image ({e}); use a PNG or JPEG') from e
     if image.shape[:2] != tuple(size):
         log.info('source image %s is %dx%d: resized to %dx%d', path, image.shape[1], image.shape[0], size[1], size[0])
     return resize_frame(image, size)
