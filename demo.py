@@ -3,6 +3,10 @@
     python demo.py --config config/vox-256.yaml --checkpoint vox-cpk.pth.tar \\
         --source_image source.png --driving_video driving.mp4 --result_video result.mp4 --relative --adapt_scale
 
+Without --config it runs the bundled model (pretrained/cartoon-64/, trained by this repository) on its
+sample source image and driving video, with --relative --adapt_scale, and also writes a side-by-side
+source | driving | result preview: `python demo.py` alone works offline out of the box.
+
 Importable as the original: `load_checkpoints(config_path, checkpoint_path, cpu=False)` and
 `make_animation(source_image, driving_video, generator, kp_detector, relative=True,
 adapt_movement_scale=True, cpu=False)` keep their signatures and return values.
@@ -15,6 +19,7 @@ import argparse
 import logging
 import sys
 import warnings
+from contextlib import ExitStack
 from itertools import islice
 from pathlib import Path
 
@@ -32,6 +37,23 @@ from modules.util import fold_batchnorm
 
 log = logging.getLogger('demo')
 
+BUNDLED = Path(__file__).resolve().parent / 'pretrained' / 'cartoon-64'
+BUNDLED_DEFAULTS = {  # what a bare `python demo.py` uses
+    'config': Path(__file__).resolve().parent / 'config' / 'cartoon-64.yaml',
+    'checkpoint': BUNDLED / 'cartoon-64.pth.tar',
+    'source_image': BUNDLED / 'source.png',
+    'driving_video': BUNDLED / 'driving.mp4',
+    'relative': True,
+    'adapt_scale': True,
+}
+ORIGINAL_DEFAULTS = {  # the original demo's, kept when --config is given
+    'checkpoint': 'vox-cpk.pth.tar',
+    'source_image': 'sup-mat/source.png',
+    'driving_video': 'driving.mp4',
+    'relative': False,
+    'adapt_scale': False,
+}
+PREVIEW_PANEL = 192  # minimum panel size of the preview, in pixels
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,6 +190,23 @@ def read_source_image(path, size):
     return resize_frame(image, size)
 
 
+def to_uint8(image):
+    """float image in [0, 1] -> uint8, rounded (as the original's img_as_ubyte)."""
+    return np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def side_by_side(images, min_size=PREVIEW_PANEL):
+    """[(h, w, 3) float in [0, 1], ...] -> one uint8 row, each panel scaled up by the integer factor
+    (nearest pixel, no blur) that makes it at least `min_size` pixels high, with 4-pixel white gaps."""
+    factor = max(1, -(-min_size // images[0].shape[0]))
+    panels = [np.repeat(np.repeat(to_uint8(image), factor, axis=0), factor, axis=1) for image in images]
+    gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
+    row = [panels[0]]
+    for panel in panels[1:]:
+        row += [gap, panel]
+    return np.concatenate(row, axis=1)
+
+
 def driving_frames(path, size, start=0):
     from video_io import iter_video_frames
     for frame in iter_video_frames(path, start=start):
@@ -176,7 +215,7 @@ def driving_frames(path, size, start=0):
 
 def make_demo(opt):
     """Runs the demo for parsed options; returns the result path."""
-    from video_io import VideoWriter, mux_audio, read_video_meta, temp_path_for
+    from video_io import VideoWriter, mux_audio, open_writer, read_video_meta, temp_path_for
 
     for flag, path in (('--config', opt.config), ('--checkpoint', opt.checkpoint),
                        ('--source_image', opt.source_image), ('--driving_video', opt.driving_video)):
@@ -186,7 +225,10 @@ def make_demo(opt):
     config = load_config(opt.config)
     size = tuple(config['dataset_params']['frame_shape'][:2])
     source_image = read_source_image(opt.source_image, size)
-    generator, kp_detector = load_checkpoints(opt.config, opt.checkpoint, cpu=opt.cpu)
+    cpu = opt.cpu or not torch.cuda.is_available()
+    if cpu and not opt.cpu:
+        log.info('no CUDA device: running on the CPU')
+    generator, kp_detector = load_checkpoints(opt.config, opt.checkpoint, cpu=cpu)
     fold_batchnorm(generator)  # ours to change: inference only, never saved
     fold_batchnorm(kp_detector)
     animator = Animator(source_image, generator, kp_detector, relative=opt.relative,
@@ -207,13 +249,16 @@ def make_demo(opt):
 
     result = Path(opt.result_video)
     silent = temp_path_for(result.with_name(result.stem + '-video' + result.suffix)) if opt.audio else result
-    with VideoWriter(silent, fps=meta['fps']) as writer:
-        progress = tqdm(total=meta['nframes'] or None, desc='animating', unit='frame')
+    with ExitStack() as stack:
+        writer = stack.enter_context(VideoWriter(silent, fps=meta['fps']))
+        preview = stack.enter_context(open_writer(opt.preview, meta['fps'])) if opt.preview else None
+        progress = stack.enter_context(tqdm(total=meta['nframes'] or None, desc='animating', unit='frame'))
         for frames in batched(driving_frames(opt.driving_video, size), batch_size):
-            for prediction in animator(np.stack(frames)):
-                writer.write(np.rint(np.clip(prediction, 0, 1) * 255).astype(np.uint8))  # as img_as_ubyte
+            for driving, prediction in zip(frames, animator(np.stack(frames))):
+                writer.write(to_uint8(prediction))
+                if preview is not None:
+                    preview.write(side_by_side([source_image, driving, prediction]))
             progress.update(len(frames))
-        progress.close()
     if opt.audio:
         try:
             mux_audio(silent, opt.driving_video, result)
@@ -223,34 +268,60 @@ def make_demo(opt):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description='Animate a source image with the motion of a driving video.',
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--config', required=True, help='path to the config (e.g. config/vox-256.yaml)')
-    parser.add_argument('--checkpoint', default='vox-cpk.pth.tar', help='path to the checkpoint')
-    parser.add_argument('--source_image', default='sup-mat/source.png', help='image to animate (any size/mode)')
-    parser.add_argument('--driving_video', default='driving.mp4', help='video whose motion is transferred')
-    parser.add_argument('--result_video', default='result.mp4', help='output mp4 (same fps as the driving video)')
-    parser.add_argument('--relative', action='store_true',
+    parser = argparse.ArgumentParser(
+        description='Animate a source image with the motion of a driving video. Without --config: the bundled '
+                    'cartoon model (pretrained/cartoon-64/) on its sample inputs, with --relative --adapt_scale and '
+                    'a preview; with --config, the defaults are the original demo\'s.')
+    parser.add_argument('--config', default=None,
+                        help='path to the config (e.g. config/vox-256.yaml); default: the bundled model\'s')
+    parser.add_argument('--checkpoint', default=None,
+                        help='path to the checkpoint (default: the bundled model\'s without --config, else '
+                             'vox-cpk.pth.tar)')
+    parser.add_argument('--source_image', default=None,
+                        help='image to animate, any size or mode (default: the bundled sample without --config, '
+                             'else sup-mat/source.png)')
+    parser.add_argument('--driving_video', default=None,
+                        help='video whose motion is transferred (default: the bundled sample without --config, '
+                             'else driving.mp4)')
+    parser.add_argument('--result_video', default='result.mp4',
+                        help='output mp4 (same fps as the driving video) (default: result.mp4)')
+    parser.add_argument('--preview', default=None,
+                        help='also write a side-by-side source | driving | result .gif or .mp4 here (default: '
+                             '<result>-preview.gif without --config, else none)')
+    parser.add_argument('--relative', action=argparse.BooleanOptionalAction, default=None,
                         help='transfer the motion relative to the first (or best) driving frame, not absolute '
-                             'keypoint positions')
-    parser.add_argument('--adapt_scale', action='store_true',
-                        help='scale the relative motion by the ratio of the keypoints\' convex-hull sizes')
+                             'keypoint positions (default: on without --config, else off)')
+    parser.add_argument('--adapt_scale', action=argparse.BooleanOptionalAction, default=None,
+                        help='scale the relative motion by the ratio of the keypoints\' convex-hull sizes '
+                             '(default: on without --config, else off)')
     parser.add_argument('--find_best_frame', action='store_true',
                         help='start from the driving frame whose keypoint layout is closest to the source\'s')
     parser.add_argument('--best_frame', type=int, default=None, help='start from this driving frame')
     parser.add_argument('--cpu', action='store_true', help='run on the CPU even if CUDA is available')
     parser.add_argument('--audio', action='store_true', help='copy the driving video\'s audio into the result')
     parser.add_argument('--batch_size', type=int, default=None,
-                        help=f'driving frames animated at once (default: {animate.BATCH_SIZE} on CUDA; on the CPU 1, or 2 '
-                             f'with --fast)')
+                        help=f'driving frames animated at once (default: {animate.BATCH_SIZE} on CUDA; on the CPU 1, '
+                             f'or 2 with --fast)')
     parser.add_argument('--fast', action='store_true',
                         help='faster, slightly less exact: the generator runs in bfloat16 (CPU) / float16 (CUDA) '
                              'autocast, channels-last; keypoints stay float32 (see benchmarks/animate.py)')
     return parser
 
 
+def resolve_defaults(opt):
+    """Fills the flags left unset: the bundled model's defaults without --config, else the original's."""
+    bundled = opt.config is None
+    for name, value in (BUNDLED_DEFAULTS if bundled else ORIGINAL_DEFAULTS).items():
+        if getattr(opt, name) is None:
+            setattr(opt, name, str(value) if isinstance(value, Path) else value)
+    if bundled and opt.preview is None:
+        result = Path(opt.result_video)
+        opt.preview = str(result.with_name(result.stem + '-preview.gif'))
+    return opt
+
+
 def main(argv=None):
-    opt = build_parser().parse_args(argv)
+    opt = resolve_defaults(build_parser().parse_args(argv))
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     if opt.best_frame is not None and opt.best_frame < 0:
         print('error: --best_frame must be >= 0', file=sys.stderr)
@@ -260,7 +331,7 @@ def main(argv=None):
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    print(f'wrote {result}')
+    print(f'wrote {result}' + (f' and {opt.preview}' if opt.preview else ''))
     return 0
 
 

@@ -12,11 +12,13 @@ A user mistake (bad config, checkpoint, dataset) is one line on stderr and exit 
 import argparse
 import logging
 import os
+import random
 import shutil
 import sys
 from pathlib import Path
 from time import gmtime, strftime
 
+import numpy as np
 import torch
 
 from modules.build import build_models
@@ -46,8 +48,18 @@ def build_parser():
     parser.add_argument('--cpu', action='store_true', help='run on the CPU even if a GPU is present')
     parser.add_argument('--num_workers', type=int, default=min(6, os.cpu_count() or 1),
                         help='data-loading worker processes')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seeds torch, numpy and random before the models are built: the same command '
+                             'starts the same training (initial weights, frame pairs, augmentations)')
     parser.add_argument('--verbose', action='store_true', help='print the models and debug logs')
     return parser
+
+
+def seed_everything(seed):
+    """Seeds python's, numpy's and torch's global generators (data-loader workers derive theirs)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def setup_distributed(cpu):
@@ -102,6 +114,7 @@ def main(argv=None):
         if rank != 0:
             logging.getLogger().setLevel(logging.WARNING)
 
+        seed_everything(opt.seed)
         models = build_models(config['model_params'], device=device)
         if opt.verbose:
             for name, model in models.items():

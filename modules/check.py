@@ -3,6 +3,7 @@
     python -m modules.check --config config/vox-256.yaml --checkpoint vox-cpk.pth.tar
     python -m modules.check --config config/vox-256.yaml --vgg19          # perceptual-loss weights
     python -m modules.check --checkpoint some.pth.tar                      # which config fits it?
+    python -m modules.check --config C --checkpoint run.pth.tar --export model.pth.tar   # inference-only copy
 
 Prints what was checked; a problem is one line on stderr and exit status 2.
 """
@@ -13,7 +14,8 @@ import sys
 import torch
 
 from modules.build import MODEL_NAMES, build_models
-from modules.checkpoint import OPTIMIZER_NAMES, display_path, fitting_configs, load_state, read_checkpoint
+from modules.checkpoint import (OPTIMIZER_NAMES, display_path, fitting_configs, load_state, read_checkpoint,
+                                save_checkpoint)
 from modules.config import load_config
 from modules.errors import UserError
 from modules.vgg import Vgg19, fetch_vgg19_weights, load_vgg19_weights
@@ -27,12 +29,19 @@ def build_parser():
                         help='check the VGG19 weights of the perceptual loss: PATH, or the config\'s '
                              'train_params.vgg19_weights, or torch.hub\'s cache (downloaded there if a '
                              'network exists)')
+    parser.add_argument('--export', metavar='OUT',
+                        help='after the check, write an inference-only copy of --checkpoint to OUT: generator, '
+                             'kp_detector and epoch in the original layout, no discriminator or optimizer state '
+                             '(what demo.py and the reconstruction/animate modes need)')
     parser.add_argument('--verbose', action='store_true', help='log details')
     return parser
 
 
-def check(config_path=None, checkpoint_path=None, vgg19=None):
-    """Runs the checks; returns the report lines. Raises UserError on the first problem."""
+def check(config_path=None, checkpoint_path=None, vgg19=None, export=None):
+    """Runs the checks; returns the report lines. Raises UserError on the first problem.
+    export: path of an inference-only copy of the checkpoint to write (needs config and checkpoint)."""
+    if export and not (config_path and checkpoint_path):
+        raise UserError('--export needs --config and --checkpoint')
     report = []
     config = None
     if config_path:
@@ -49,6 +58,12 @@ def check(config_path=None, checkpoint_path=None, vgg19=None):
             extra = [n for n in OPTIMIZER_NAMES if n in checkpoint]
             if extra:
                 report.append(f'  also holds {", ".join(extra)}')
+            if export:
+                missing = [n for n in ('generator', 'kp_detector') if n not in models]
+                if missing:
+                    raise UserError(f'{checkpoint_path} has no {" or ".join(missing)}: nothing to export')
+                save_checkpoint(export, {n: models[n] for n in ('generator', 'kp_detector')}, epoch)
+                report.append(f'wrote {export} (generator, kp_detector, epoch {epoch})')
         else:
             fits, closest = fitting_configs(checkpoint)
             if fits:
@@ -72,7 +87,7 @@ def main(argv=None):
     opt = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if opt.verbose else logging.WARNING, format='%(levelname)s: %(message)s')
     try:
-        report = check(opt.config, opt.checkpoint, opt.vgg19)
+        report = check(opt.config, opt.checkpoint, opt.vgg19, opt.export)
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

@@ -70,6 +70,7 @@ CHECKPOINT_NAMES = {
     "fashion-256": "fashion.pth.tar",
     "mgif-256": "mgif-cpk.pth.tar",
     "nemo-256": "nemo-cpk.pth.tar",
+    "cartoon-64": "pretrained/cartoon-64/cartoon-64.pth.tar",  # ours, bundled (trained by this repository)
 }
 
 #: Keys of model_params.common_params; they may appear in that section only.
@@ -604,7 +605,8 @@ _TRAIN = Section({
                    "image pyramid scales of the perceptual loss (also feed the discriminator)"),
     "checkpoint_freq": _fill(_POS_INT, "save a checkpoint every this many epochs", 100),
     "vgg19_weights": _fill(OneOf(_PATH, Null()), "local vgg19-dcbb9e9d.pth for the perceptual loss; "
-                                                 "null = $TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth", None),
+                                                 "null = $TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth; "
+                                                 "'portable' = fixed pseudo-random weights (no file)", None),
     "crop": _opt(Bool(), "not used; accepted so that the original custom_data.yaml loads"),
     "transform_params": _req(_TRANSFORM, "random warp for the equivariance losses"),
     "loss_weights": _req(_LOSS_WEIGHTS, "loss weights"),

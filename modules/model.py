@@ -145,10 +145,12 @@ class GeneratorFullModel(_TrainingStep):
         weights = self.loss_weights
         if sum(weights['perceptual']) != 0:
             value_total = 0
+            # VGG levels after the last non-zero weight add 0 * loss: they are not computed
+            levels = max(i + 1 for i, weight in enumerate(weights['perceptual']) if weight != 0)
             for scale in self.scales:
-                x_vgg = self.vgg(pyramide_generated['prediction_' + str(scale)])
-                y_vgg = self.vgg(pyramide_real['prediction_' + str(scale)])
-                for i, weight in enumerate(weights['perceptual']):
+                x_vgg = self.vgg(pyramide_generated['prediction_' + str(scale)], levels)
+                y_vgg = self.vgg(pyramide_real['prediction_' + str(scale)], levels)
+                for i, weight in enumerate(weights['perceptual'][:levels]):
                     value = torch.abs(x_vgg[i] - y_vgg[i].detach()).mean()
                     value_total += weight * value
             loss_values['perceptual'] = value_total

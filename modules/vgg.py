@@ -100,13 +100,18 @@ class Vgg19(nn.Module):
             for target, value in new_values.items():
                 target.copy_(value)
 
-    def forward(self, x):
+    def forward(self, x, levels=5):
+        """x: (B, 3, H, W) in [0, 1] -> [relu1_1, relu2_1, relu3_1, relu4_1, relu5_1][:levels]
+        (the deeper slices are not computed)."""
         out = (x - self.mean) / self.std
         features = []
-        for block in self.slices():
+        for block in self.slices()[:levels]:
             out = block(out)
             features.append(out)
         return features
+
+
+PORTABLE = 'portable'  # train_params.vgg19_weights value: deterministic stand-in weights, no file
 
 
 def default_vgg19_path():
@@ -127,6 +132,8 @@ def fetch_vgg19_weights(path=None):
     `path` (a user-given file) must exist. Without it the torch.hub cache is used, and the file is
     downloaded there (hash-checked) if it is missing; without a network this raises InputError.
     """
+    if path == PORTABLE:
+        return path
     if path is not None:
         if not Path(path).is_file():
             raise InputError(_missing_message(path, configured=True))
@@ -144,10 +151,18 @@ def fetch_vgg19_weights(path=None):
 def load_vgg19_weights(vgg, path=None):
     """Loads the VGG19 ImageNet weights into `vgg` from a local file; never downloads.
 
+    path 'portable' (PORTABLE) loads the deterministic pseudo-random stand-in weights of
+    modules.vgg_portable instead (no file; what the bundled cartoon model was trained with).
+
     path: a `vgg19-dcbb9e9d.pth`-style file (only its `features.*` entries are read; a file holding
     nothing else works too). None means torch.hub's cache. Raises InputError with the file to put
     where if it is missing or unreadable.
     """
+    if path == PORTABLE:
+        from modules.vgg_portable import portable_vgg19_state_dict
+        vgg.load_features_state_dict(portable_vgg19_state_dict(seed=0, max_index=28), source=PORTABLE)
+        log.info('perceptual loss: portable pseudo-random VGG19 weights (not ImageNet)')
+        return vgg
     configured = path is not None
     path = Path(path) if configured else default_vgg19_path()
     if not path.is_file():

@@ -38,7 +38,7 @@ def fixture_config():
 def vgg19_weights_file(tmp_path_factory):
     """The fixture's deterministic VGG19 stand-in weights, regenerated and saved as a torchvision-style
     file holding only `features.*` (as the perceptual loss needs)."""
-    from tests.vgg19_portable_weights import portable_vgg19_state_dict
+    from modules.vgg_portable import portable_vgg19_state_dict
     path = tmp_path_factory.mktemp('vgg') / 'vgg19-portable.pth'
     torch.save(portable_vgg19_state_dict(seed=0, max_index=28), path)
     return path

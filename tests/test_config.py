@@ -90,11 +90,11 @@ def strict_equal(a, b):
 # the official configs
 # ----------------------------------------------------------------------------------------------
 
-def test_find_config_files_lists_the_eight_official_configs():
+def test_find_config_files_lists_the_official_configs_and_the_bundled_one():
     files = find_config_files()
-    assert [p.name for p in files] == sorted(f"{n}.yaml" for n in NAMES)
+    assert [p.name for p in files] == sorted(f"{n}.yaml" for n in NAMES + ["cartoon-64"])
     assert all(p.parent == CONFIG_DIR for p in files)
-    assert sorted(CHECKPOINT_NAMES) == sorted(NAMES)
+    assert sorted(CHECKPOINT_NAMES) == sorted(NAMES + ["cartoon-64"])
 
 
 def test_find_config_files_other_folder(tmp_path):

@@ -13,7 +13,7 @@ from modules.errors import InputError
 from modules.model import GeneratorFullModel, Vgg19
 from modules.vgg import VGG19_FILENAME, default_vgg19_path, load_vgg19_weights
 from tests.conftest import FIXTURE_DIR, REPO
-from tests.vgg19_portable_weights import portable_vgg19_state_dict
+from modules.vgg_portable import portable_vgg19_state_dict
 
 TORCHVISION_FEATURE_KEYS = [f'features.{i}.{f}' for i in (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
                             for f in ('weight', 'bias')]

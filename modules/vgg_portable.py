@@ -1,7 +1,9 @@
-"""Deterministic stand-in weights for VGG19 `features`, used by the fixture's perceptual loss.
+"""Deterministic stand-in weights for VGG19 `features`: `train_params.vgg19_weights: portable`.
 
-The reference fixture was computed with pseudo-random VGG19 weights defined by a counter hash
-(ImageNet weights cannot be downloaded on CI). Our implementation of that definition:
+ImageNet weights cannot be downloaded on our machines, so the reference fixture's perceptual loss and
+the bundled cartoon model's training use pseudo-random VGG19 weights defined by a counter hash; they
+are the same bits on every platform and need no file. (Random convolution features still make a
+multi-scale structural loss; with ImageNet weights the loss is the paper's.) The definition:
 
     for the i-th conv layer of torchvision's vgg19().features (i = 0..15), tensor t = 2i (weight)
     and t = 2i + 1 (bias); element n in C order:

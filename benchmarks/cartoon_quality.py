@@ -1,0 +1,174 @@
+"""Quality of a cartoon-face model (the bundled one by default) on a freshly generated dataset.
+
+    python benchmarks/cartoon_quality.py [--checkpoint pretrained/cartoon-64/cartoon-64.pth.tar]
+        [--config config/cartoon-64.yaml] [--seed 1] [--videos 60] [--test_videos 20] [--frames 64]
+        [--json quality.json]
+
+1. Generates a new dataset with cartoon_faces.py (another seed than training: new identities and
+   motions).
+2. Reconstruction: `run.py --mode reconstruction` on its test split (every video rebuilt from its
+   first frame) -> the mean L1, against the no-motion baseline: the L1 between every driving frame
+   and the source frame (what a model that does not move the source would score). Both are means
+   over all frames of all test videos, pixels in [0, 1].
+3. Keypoint tracking: the learned keypoints of every frame, in pixels, are mapped to the ground-truth
+   landmarks (cartoon_faces.LANDMARKS) by one least-squares affine map fitted on the train split
+   (landmarks = [keypoints, 1] @ W, all frames of all train videos); on the test split the mean
+   Euclidean distance between mapped keypoints and landmarks is reported in pixels, against the
+   error of always predicting the train split's mean landmarks.
+"""
+import argparse
+import json
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import cartoon_faces  # noqa: E402
+from demo import BUNDLED_DEFAULTS, load_checkpoints  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def video_frames(root, split, name):
+    """float32 (T, H, W, 3) in [0, 1] of one generated video (a PNG frame folder)."""
+    import imageio.v3 as iio
+    folder = Path(root) / split / name
+    return np.stack([iio.imread(path) for path in sorted(folder.glob('*.png'))]).astype(np.float32) / 255
+
+
+@torch.inference_mode()
+def keypoints_px(kp_detector, frames, batch_size=64):
+    """frames (T, H, W, 3) -> learned keypoints (T, K, 2) in pixel coordinates (x, y), the pixel
+    centres at integers (the models' [-1, 1] maps -1 to pixel 0 and 1 to pixel W - 1)."""
+    device = next(kp_detector.parameters()).device
+    values = []
+    for start in range(0, len(frames), batch_size):
+        x = torch.from_numpy(frames[start:start + batch_size]).permute(0, 3, 1, 2).to(device)
+        values.append(kp_detector(x)['value'].float().cpu().numpy())
+    size = np.array([frames.shape[2], frames.shape[1]], np.float64)
+    return (np.concatenate(values) + 1) * (size - 1) / 2
+
+
+def fit_landmarks(kp, landmarks):
+    """Least-squares affine map from keypoints (N, K, 2) to landmarks (N, L, 2) -> W (2K + 1, 2L)."""
+    x = np.concatenate([kp.reshape(len(kp), -1), np.ones((len(kp), 1))], axis=1)
+    weights, *_ = np.linalg.lstsq(x, landmarks.reshape(len(landmarks), -1), rcond=None)
+    return weights
+
+
+def map_keypoints(weights, kp):
+    x = np.concatenate([kp.reshape(len(kp), -1), np.ones((len(kp), 1))], axis=1)
+    return (x @ weights).reshape(len(kp), -1, 2)
+
+
+def mean_distance(a, b):
+    return float(np.linalg.norm(a - b, axis=-1).mean())
+
+
+def tracking_error(kp_detector, root, train_names, test_names):
+    """-> {'error_px', 'constant_px', 'per_landmark_px'} (see the module docstring)."""
+    def collect(split, names):
+        kps, lms = [], []
+        for name in names:
+            kps.append(keypoints_px(kp_detector, video_frames(root, split, name)))
+            lms.append(cartoon_faces.load_annotations(root, split, name)[0])
+        return np.concatenate(kps), np.concatenate(lms)
+
+    kp_train, lm_train = collect('train', train_names)
+    kp_test, lm_test = collect('test', test_names)
+    weights = fit_landmarks(kp_train, lm_train)
+    mapped = map_keypoints(weights, kp_test)
+    constant = np.broadcast_to(lm_train.mean(axis=0), lm_test.shape)
+    per_landmark = np.linalg.norm(mapped - lm_test, axis=-1).mean(axis=0)
+    return {'error_px': mean_distance(mapped, lm_test), 'constant_px': mean_distance(constant, lm_test),
+            'per_landmark_px': dict(zip(cartoon_faces.LANDMARKS, map(float, per_landmark)))}
+
+
+def no_motion_l1(root, names):
+    """Mean over all frames of all videos of mean |frame - first frame|, pixels in [0, 1]."""
+    values = []
+    for name in names:
+        frames = video_frames(root, 'test', name)
+        values.append(np.abs(frames - frames[:1]).mean(axis=(1, 2, 3)))
+    return float(np.concatenate(values).mean())
+
+
+def reconstruction_l1(config_path, checkpoint, root, work):
+    """Runs `run.py --mode reconstruction` on root's test split; returns its mean L1 (from l1.csv)."""
+    import run
+    with open(config_path) as f:
+        config = yaml.safe_load(f)
+    config['dataset_params']['root_dir'] = str(root)
+    config['dataset_params']['pairs_list'] = None
+    config['reconstruction_params']['num_videos'] = None
+    config_copy = Path(work) / Path(config_path).name
+    with open(config_copy, 'w') as f:
+        yaml.safe_dump(config, f)
+    log_dir = Path(work) / 'log'
+    status = run.main(['--config', str(config_copy), '--mode', 'reconstruction', '--checkpoint', str(checkpoint),
+                       '--log_dir', str(log_dir), '--cpu'])
+    if status != 0:
+        raise RuntimeError(f'run.py --mode reconstruction failed with status {status}')
+    csv_path = next(log_dir.glob('*/reconstruction/l1.csv'))
+    rows = dict(line.strip().split(',', 1) for line in csv_path.read_text().splitlines()[1:])
+    return float(rows['mean'])
+
+
+def evaluate(config, checkpoint, seed=1, videos=60, test_videos=20, frames=64, work=None):
+    """The three steps of the module docstring -> a dict of the numbers (and the settings)."""
+    with open(config) as f:
+        size = yaml.safe_load(f)['dataset_params']['frame_shape'][0]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(work or tmp)
+        root = work / 'data'
+        cartoon_faces.generate(root, videos=videos, frames=frames, size=size, seed=seed,
+                               test_videos=test_videos, progress=False)
+        names = {split: sorted(p.name for p in (root / split).iterdir()) for split in ('train', 'test')}
+        l1 = reconstruction_l1(config, checkpoint, root, work)
+        baseline = no_motion_l1(root, names['test'])
+        _, kp_detector = load_checkpoints(config, checkpoint, cpu=True)
+        tracking = tracking_error(kp_detector, root, names['train'], names['test'])
+    return {'dataset': {'seed': seed, 'videos': videos, 'test_videos': test_videos, 'frames': frames, 'size': size},
+            'reconstruction_l1': l1, 'no_motion_l1': baseline, 'l1_ratio': l1 / baseline,
+            'keypoint_error_px': tracking['error_px'], 'constant_landmarks_error_px': tracking['constant_px'],
+            'per_landmark_px': tracking['per_landmark_px']}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--config', default=str(BUNDLED_DEFAULTS['config']))
+    p.add_argument('--checkpoint', default=str(BUNDLED_DEFAULTS['checkpoint']))
+    p.add_argument('--seed', type=int, default=1, help='dataset seed (the bundled model was trained on seed 0)')
+    p.add_argument('--videos', type=int, default=60)
+    p.add_argument('--test_videos', type=int, default=20)
+    p.add_argument('--frames', type=int, default=64)
+    p.add_argument('--work', default=None, help='keep the generated data and run folder here (default: a temp dir)')
+    p.add_argument('--json', default=None, help='also write the numbers to this JSON file')
+    opt = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format='%(message)s')
+    torch.set_grad_enabled(False)
+    result = evaluate(opt.config, opt.checkpoint, opt.seed, opt.videos, opt.test_videos, opt.frames, opt.work)
+    d = result['dataset']
+    print(f"fresh dataset: seed {d['seed']}, {d['videos'] - d['test_videos']} train (landmark fit) + "
+          f"{d['test_videos']} test videos of {d['frames']} frames, {d['size']}x{d['size']}")
+    print(f"reconstruction L1 {result['reconstruction_l1']:.4f} vs no-motion baseline {result['no_motion_l1']:.4f} "
+          f"(ratio {result['l1_ratio']:.2f}; goal <= 0.5)")
+    print(f"keypoint tracking: mean landmark error {result['keypoint_error_px']:.2f} px vs "
+          f"{result['constant_landmarks_error_px']:.2f} px for constant landmarks (frame {d['size']} px)")
+    print('per landmark: ' + ', '.join(f'{k} {v:.2f}' for k, v in result['per_landmark_px'].items()))
+    if opt.json:
+        from modules.fileio import atomic_path
+        with atomic_path(opt.json) as tmp, open(tmp, 'w') as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
