@@ -6,12 +6,14 @@ source's keypoints and encoder features are computed once, and driving frames go
 keypoint detector and the generator `batch_size` at a time (the source expanded to the batch). In
 eval mode every module is per-sample, so the results equal the original's per-frame loop up to float
 rounding (the tests hold the predictions to 1e-5 of the per-frame loop, and to the original's own
-outputs within 1e-4).
+outputs within 1e-4). Several sources (the faces of one photo, multi_face.py) go through together:
+B driving frames x N sources per forward pass, each source with its own movement scale.
 """
 import contextlib
 import copy
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +65,19 @@ def convex_hull_area(points):
     return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
+def adapt_movement_scale_factors(kp_source, kp_driving_initial):
+    """float64 (N,): for every source i of a batch, sqrt(hull area of kp_source[i]) / sqrt(hull area
+    of kp_driving_initial[0]): each source's own scale (multi-face animation, where the sources are
+    different faces driven by one video)."""
+    driving_area = convex_hull_area(kp_driving_initial['value'][0].detach().cpu().numpy())
+    source_areas = [convex_hull_area(value) for value in kp_source['value'].detach().cpu().numpy()]
+    return np.sqrt(source_areas) / np.sqrt(driving_area)
+
+
 def adapt_movement_scale_factor(kp_source, kp_driving_initial):
     """sqrt(hull area of kp_source) / sqrt(hull area of kp_driving_initial), from batch element 0
-    only (as the original)."""
-    source_area = convex_hull_area(kp_source['value'][0].detach().cpu().numpy())
-    driving_area = convex_hull_area(kp_driving_initial['value'][0].detach().cpu().numpy())
-    return np.sqrt(source_area) / np.sqrt(driving_area)
+    only (as the original; see adapt_movement_scale_factors for one factor per source)."""
+    return adapt_movement_scale_factors({'value': kp_source['value'][:1]}, kp_driving_initial)[0]
 
 
 def normalize_kp(kp_source, kp_driving, kp_driving_initial, adapt_movement_scale=False,
@@ -83,6 +92,14 @@ def normalize_kp(kp_source, kp_driving, kp_driving_initial, adapt_movement_scale
     Returns a new dict (the inputs are not modified).
     """
     scale = adapt_movement_scale_factor(kp_source, kp_driving_initial) if adapt_movement_scale else 1
+    return relative_kp(kp_source, kp_driving, kp_driving_initial, scale, use_relative_movement,
+                       use_relative_jacobian)
+
+
+def relative_kp(kp_source, kp_driving, kp_driving_initial, scale=1, use_relative_movement=False,
+                use_relative_jacobian=False):
+    """normalize_kp with a given movement scale: a number, or a tensor (B, 1, 1) with one scale per
+    batch element (each source's own, see adapt_movement_scale_factors). Batch-1 dicts broadcast."""
     kp_new = dict(kp_driving)
     if use_relative_movement:
         kp_value_diff = (kp_driving['value'] - kp_driving_initial['value']) * scale
@@ -97,9 +114,20 @@ def normalize_kp(kp_source, kp_driving, kp_driving_initial, adapt_movement_scale
 # The batched animation core (shared with reconstruction.py)
 # ----------------------------------------------------------------------------------------------
 
-def _expand_kp(kp, batch):
-    """A keypoint dict of batch 1 -> the same values viewed as batch `batch` (no copy)."""
-    return {name: value.expand(batch, *value.shape[1:]) for name, value in kp.items()}
+def _tile(value, batch):
+    """(N, ...) sources -> (batch * N, ...), source n at index b * N + n (frame-major, no copy for N = 1)."""
+    return value.unsqueeze(0).expand(batch, *value.shape).reshape(batch * value.shape[0], *value.shape[1:])
+
+
+def _tile_kp(kp, batch):
+    return {name: _tile(value, batch) for name, value in kp.items()}
+
+
+def _repeat_frames_kp(kp, num_sources):
+    """(B, ...) frames -> (B * N, ...), frame b at indices b * N .. b * N + N - 1."""
+    if num_sources == 1:
+        return kp
+    return {name: value.repeat_interleave(num_sources, dim=0) for name, value in kp.items()}
 
 
 def _frame_batches(video, batch_size):
@@ -109,12 +137,15 @@ def _frame_batches(video, batch_size):
 
 
 class Animator:
-    """Animates one source image with batches of driving frames; the source's keypoints and encoder
-    features are computed once, here.
+    """Animates one source image, or N sources at once (the faces of one photo), with batches of
+    driving frames; the sources' keypoints and encoder features are computed once, here.
 
-    source: (1, C, H, W) in [0, 1], any device/dtype (moved to the generator's). normalization_params:
-    None = absolute keypoints (reconstruction); else normalize_kp's flags (Sec. 3.5), relative to
-    kp_driving_initial: the first driving frame, unless `set_initial` chose another one.
+    source: (N, C, H, W) in [0, 1], any device/dtype (moved to the generator's); N = 1 is the
+    original's single source. normalization_params: None = absolute keypoints (reconstruction); else
+    normalize_kp's flags (Sec. 3.5), relative to kp_driving_initial: the first driving frame, unless
+    `set_initial` chose another one. With adapt_movement_scale, each source gets its own scale
+    (adapt_movement_scale_factors: its own keypoints' hull against the initial driving frame's), not
+    batch element 0's as the original's normalize_kp would give every element of a batch.
     fast: a channels-last copy of the generator runs under bfloat16 (CPU) / float16 (CUDA) autocast;
     the keypoint detector stays float32 (its sharp softmax would make keypoints jitter).
     The models should be in eval mode (train-mode batch norm would mix the frames of a batch).
@@ -133,7 +164,9 @@ class Animator:
             self.kp_source = self.kp_detector(self.source)
             with self._autocast():
                 self.source_features = self.generator.encode(self.source)  # once per source
+        self.num_sources = self.source.shape[0]
         self.kp_driving_initial = None
+        self.movement_scale = None  # (N, 1, 1), once kp_driving_initial is known
 
     def _autocast(self):
         if not self.fast:
@@ -152,34 +185,93 @@ class Animator:
     def set_initial(self, frame):
         """Measures the relative motion from `frame` (1, C, H, W) instead of the first driving frame."""
         self.kp_driving_initial = self.keypoints(frame)
+        self.movement_scale = None
+
+    def _relative(self, kp_source, kp_driving, batch):
+        """kp_source, kp_driving: (B * N)-batch dicts -> normalize_kp's result, each source with its own
+        movement scale."""
+        params = self.normalization_params
+        if self.kp_driving_initial is None:  # the first driving frame, as the original
+            self.kp_driving_initial = {name: value[:1] for name, value in kp_driving.items()}
+        scale = 1
+        if params.get('adapt_movement_scale', False):
+            if self.movement_scale is None:
+                factors = adapt_movement_scale_factors(self.kp_source, self.kp_driving_initial)
+                self.movement_scale = torch.tensor(factors, device=self.device,
+                                                   dtype=kp_driving['value'].dtype).view(-1, 1, 1)
+            scale = _tile(self.movement_scale, batch)  # (B * N, 1, 1)
+        # kp_driving_initial (batch 1) broadcasts against the B * N elements
+        return relative_kp(kp_source, kp_driving, self.kp_driving_initial, scale,
+                           params.get('use_relative_movement', False), params.get('use_relative_jacobian', False))
 
     def __call__(self, frames):
         """frames: (B, C, H, W) -> (frames on the model's device, out): the generator's dict without
         'sparse_deformed' (the original drops it before visualising; it is the largest output) plus
-        'kp_source' (expanded to B), 'kp_driving' and, with normalization_params, 'kp_norm'."""
+        'kp_source', 'kp_driving' (B) and, with normalization_params, 'kp_norm'. The other entries have
+        batch B * N, frame-major: index b * N + n is driving frame b applied to source n (N = 1: B)."""
         with torch.inference_mode():
             frames = frames.to(self.device, self.dtype)
             batch = frames.shape[0]
             kp_driving = self.kp_detector(frames)
-            if self.normalization_params is None:
-                kp_target = kp_driving
-            else:
-                if self.kp_driving_initial is None:  # the first driving frame, as the original
-                    self.kp_driving_initial = {name: value[:1] for name, value in kp_driving.items()}
-                # kp_source and kp_driving_initial (batch 1) broadcast against the B frames
-                kp_target = normalize_kp(self.kp_source, kp_driving, self.kp_driving_initial,
-                                         **self.normalization_params)
-            kp_source = _expand_kp(self.kp_source, batch)
+            kp_source = _tile_kp(self.kp_source, batch)
+            kp_target = _repeat_frames_kp(kp_driving, self.num_sources)
+            if self.normalization_params is not None:
+                kp_target = self._relative(kp_source, kp_target, batch)
             with self._autocast():
-                out = self.generator(self._layout(self.source.expand(batch, -1, -1, -1)), kp_driving=kp_target,
-                                     kp_source=kp_source,
-                                     source_features=self.source_features.expand(batch, -1, -1, -1))
+                out = self.generator(self._layout(_tile(self.source, batch)), kp_driving=kp_target,
+                                     kp_source=kp_source, source_features=_tile(self.source_features, batch))
             out = {name: value.to(self.dtype) for name, value in out.items() if name != 'sparse_deformed'}
             out['kp_source'] = kp_source
             out['kp_driving'] = kp_driving
             if self.normalization_params is not None:
                 out['kp_norm'] = kp_target
         return frames, out
+
+
+def to_tensor(images, device=None):
+    """(N, H, W, 3) or (H, W, 3) float array in [0, 1] -> (N, 3, H, W) float32 tensor."""
+    array = np.asarray(images, dtype=np.float32)
+    if array.ndim == 3:
+        array = array[None]
+    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(device)
+
+
+def batched(iterable, size):
+    """Lists of up to `size` consecutive items of `iterable`, read lazily."""
+    iterator = iter(iterable)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+class ImageAnimator:
+    """Animator for numpy images (demo.Animator): source_image (H, W, 3), or (N, H, W, 3) for N
+    sources, float in [0, 1]; `set_initial(frame)` sets the frame the relative motion is measured
+    from (default: the first driving frame); `__call__(frames (B, H, W, 3))` -> predictions
+    (B * N, H, W, 3) float32 in [0, 1], frame-major (Animator.__call__). With `relative`, both the
+    relative movement and the relative jacobian are used (as the original demo)."""
+
+    def __init__(self, source_image, generator, kp_detector, relative=True, adapt_movement_scale=True, fast=False):
+        normalization = dict(use_relative_movement=relative, use_relative_jacobian=relative,
+                             adapt_movement_scale=adapt_movement_scale)
+        self.core = Animator(generator, kp_detector, to_tensor(source_image), normalization, fast=fast)
+        self.device = self.core.device
+
+    @property
+    def kp_source(self):
+        return self.core.kp_source
+
+    def keypoints(self, frames):
+        return self.core.keypoints(to_tensor(frames))
+
+    def set_initial(self, frame):
+        self.core.set_initial(to_tensor(frame))
+
+    def predict(self, frames):
+        """frames (B, H, W, 3) -> the generator's predictions, a (B * N, 3, H, W) tensor on the device."""
+        return self.core(to_tensor(frames))[1]['prediction']
+
+    def __call__(self, frames):
+        return self.predict(frames).permute(0, 2, 3, 1).float().cpu().numpy()
 
 
 def animate_batches(generator, kp_detector, source, driving, normalization_params=None, batch_size=None):

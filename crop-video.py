@@ -8,14 +8,15 @@ also writes the crops itself.
 
 How it works, and where it differs from the original:
 
-* Detection runs offline with scikit-image's bundled LBP frontal-face cascade (the original used
-  face_alignment's S3FD, downloaded at start-up). Each frame is converted to gray and box-averaged
-  down to about --detect_width pixels wide (320: an integer factor, so 640 -> 320, 1920 -> 320;
-  much narrower frames are upscaled by an integer factor instead, 176 -> 352); the cascade scans
-  windows from --min_face of the shorter side up to the whole frame, with scale step 1.1, step
-  ratio 1 and 2 overlapping hits per face, and detections that overlap by more than half of the smaller one are
-  merged into their mean box. With --detect_every k only every k-th frame is searched (k times
-  faster); a track then ends at the last frame where its face was found.
+* Detection runs offline with scikit-image's bundled LBP frontal-face cascade (face_detection.py,
+  shared with multi_face.py; the original used face_alignment's S3FD, downloaded at start-up).
+  Each frame is converted to gray and box-averaged down to about --detect_width pixels wide (320:
+  an integer factor, so 640 -> 320, 1920 -> 320; much narrower frames are upscaled by an integer
+  factor instead, 176 -> 352); the cascade scans windows from --min_face of the shorter side up
+  to the whole frame, with scale step 1.1, step ratio 1 and 2 overlapping hits per face, and
+  detections that overlap by more than half of the smaller one are merged into their mean box.
+  With --detect_every k only every k-th frame is searched (k times faster); a track then ends
+  at the last frame where its face was found.
 * Tracking follows the original: a track keeps the box it started with, and it goes on while some
   detection overlaps that initial box with IoU > --iou_with_initial; each detection joins the
   overlapping track with the highest IoU or starts a new track; the track's region is the union of
@@ -51,19 +52,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from face_detection import (FaceDetector, bb_intersection_over_union, compute_crop, detection_factor, downscale_gray,
+                            join)
 from modules.errors import InputError, UserError
 from modules.fileio import atomic_path
 from video_io import ffmpeg_exe, iter_video_frames, read_video_meta
 
-# Cascade search parameters, in pixels of the downscaled detection frame.
-SCALE_FACTOR = 1.1  # window growth per scale (1.2 misses faces in small videos such as carphone)
-STEP_RATIO = 1.0  # exhaustive sliding window; 1.5 is ~3x faster but misses small faces
-MIN_WINDOW = 24  # the cascade's own window size: no smaller face can be found
-MIN_NEIGHBORS = 2  # overlapping hits needed for a detection (4 misses most carphone frames)
-MERGE_OVERLAP = 0.5  # intersection / smaller area above which two final detections are one face
 MIN_MOTION_AREA = 0.001  # moving regions smaller than this fraction of the frame are noise
 MOTION_GROUPING = 0.02  # moving parts closer than 2x this fraction of the shorter side are one region
-LUMA = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)  # skimage.color.rgb2gray weights
 
 
 class NoTrackFound(Exception):
@@ -71,113 +67,8 @@ class NoTrackFound(Exception):
 
 
 # ----------------------------------------------------------------------------------------------
-# Boxes: (x1, y1, x2, y2) in pixels of the full-size frame
+# Tracking (detection and box helpers: face_detection.py)
 # ----------------------------------------------------------------------------------------------
-
-def bb_intersection_over_union(box_a, box_b):
-    """IoU of two boxes with the original's inclusive-pixel convention (+1 on each side length)."""
-    x_a, y_a = max(box_a[0], box_b[0]), max(box_a[1], box_b[1])
-    x_b, y_b = min(box_a[2], box_b[2]), min(box_a[3], box_b[3])
-    inter = max(0, x_b - x_a + 1) * max(0, y_b - y_a + 1)
-    area_a = (box_a[2] - box_a[0] + 1) * (box_a[3] - box_a[1] + 1)
-    area_b = (box_b[2] - box_b[0] + 1) * (box_b[3] - box_b[1] + 1)
-    return inter / float(area_a + area_b - inter)
-
-
-def join(box_a, box_b):
-    """The smallest box holding both."""
-    return (min(box_a[0], box_b[0]), min(box_a[1], box_b[1]),
-            max(box_a[2], box_b[2]), max(box_a[3], box_b[3]))
-
-
-def merge_overlapping(boxes):
-    """Groups boxes that overlap by more than MERGE_OVERLAP of the smaller one (transitively) and
-    returns the mean box of each group, in order of first appearance. boxes: (N, 4) -> (M, 4)."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    group = list(range(len(boxes)))
-
-    def root(i):
-        while group[i] != i:
-            i = group[i]
-        return i
-
-    for i in range(len(boxes)):
-        for j in range(i + 1, len(boxes)):
-            w = min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0])
-            h = min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1])
-            smaller = min(np.prod(boxes[i, 2:] - boxes[i, :2]), np.prod(boxes[j, 2:] - boxes[j, :2]))
-            if w > 0 and h > 0 and w * h > MERGE_OVERLAP * smaller:
-                group[root(j)] = root(i)
-    roots = [root(i) for i in range(len(boxes))]
-    return np.array([boxes[[k for k in range(len(boxes)) if roots[k] == r]].mean(axis=0)
-                     for r in dict.fromkeys(roots)]).reshape(-1, 4)
-
-
-def compute_crop(tube_bbox, frame_shape, increase_area):
-    """The original's crop of a track region: each side grows by `increase_area` of the box size,
-    and the shorter side grows more so that the box becomes square, then it is clipped to the frame.
-
-    tube_bbox: (x1, y1, x2, y2); frame_shape: (H, W, ...) -> (width, height, left, top), ints.
-    """
-    left, top, right, bot = tube_bbox
-    width, height = right - left, bot - top
-    width_increase = max(increase_area, ((1 + 2 * increase_area) * height - width) / (2 * width))
-    height_increase = max(increase_area, ((1 + 2 * increase_area) * width - height) / (2 * height))
-    # int() truncates toward zero, as the original (a box just off the left edge gains a pixel).
-    left = int(left - width_increase * width)
-    top = int(top - height_increase * height)
-    right = int(right + width_increase * width)
-    bot = int(bot + height_increase * height)
-    top, bot, left, right = max(0, top), min(bot, frame_shape[0]), max(0, left), min(right, frame_shape[1])
-    return right - left, bot - top, left, top
-
-
-# ----------------------------------------------------------------------------------------------
-# Detection and tracking
-# ----------------------------------------------------------------------------------------------
-
-def downscale_gray(frame, factor):
-    """uint8 (H, W, 3) -> float32 (H // factor, W // factor) luminance in [0, 1], box-averaged."""
-    h, w = frame.shape[0] // factor, frame.shape[1] // factor
-    gray = frame[:h * factor, :w * factor, :3].astype(np.float32) @ (LUMA / 255)  # (H', W')
-    if factor == 1:
-        return gray
-    return gray.reshape(h, factor, w, factor).mean(axis=(1, 3))
-
-
-def detection_factor(frame_width, detect_width):
-    """Integer downscale factor that brings frame_width closest to detect_width (at least 1)."""
-    return max(1, round(frame_width / detect_width))
-
-
-class FaceDetector:
-    """scikit-image's LBP frontal-face cascade on a downscaled gray frame: uint8 (H, W, 3) ->
-    (N, 4) float boxes (x1, y1, x2, y2) in full-frame pixels, overlapping hits merged."""
-
-    def __init__(self, frame_shape, detect_width=320, min_face=0.125):
-        from skimage.data import lbp_frontal_face_cascade_filename
-        from skimage.feature import Cascade
-        self.cascade = Cascade(lbp_frontal_face_cascade_filename())
-        self.factor = detection_factor(frame_shape[1], detect_width)
-        # Frames much narrower than detect_width (176x144 carphone) are upscaled by an integer factor
-        # first: the cascade's 24-pixel smallest window is too coarse for their faces.
-        self.up = max(1, round(detect_width / frame_shape[1])) if self.factor == 1 else 1
-        h, w = frame_shape[0] // self.factor * self.up, frame_shape[1] // self.factor * self.up
-        side = max(MIN_WINDOW, int(min(h, w) * min_face))
-        self.min_size = (side, side)
-        self.max_size = (max(side, min(h, w)), max(side, min(h, w)))
-
-    def __call__(self, frame):
-        gray = downscale_gray(frame, self.factor)
-        if self.up > 1:
-            from skimage.transform import rescale
-            gray = rescale(gray, self.up, order=1)
-        found = self.cascade.detect_multi_scale(gray, scale_factor=SCALE_FACTOR,
-                                                step_ratio=STEP_RATIO, min_size=self.min_size,
-                                                max_size=self.max_size, min_neighbor_number=MIN_NEIGHBORS)
-        boxes = [(d['c'], d['r'], d['c'] + d['width'], d['r'] + d['height']) for d in found]
-        return merge_overlapping(boxes) * self.factor / self.up
-
 
 @dataclass
 class Track:

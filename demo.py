@@ -14,13 +14,19 @@ adapt_movement_scale=True, cpu=False)` keep their signatures and return values.
 Inside, the driving video is streamed: frames are decoded, animated in small batches and encoded as
 they go, so memory does not grow with the video's length. The source's keypoints and encoder
 features are computed once, not once per frame.
+
+Faces (multi_face.py): with --face_detector lbp (auto picks it for --multi_person and for configs
+named like a face model: vox, nemo, face, cartoon, unless the source already has the model's frame
+size) the source image keeps its full resolution: the
+largest face found (every face with --multi_person) is cropped, animated and pasted back with a
+soft mask (--ratio, --increase); the result has the source's size (made even for H.264 by repeating
+its last column / row). No face found: the whole image is animated as without detection, with a note.
 """
 import argparse
 import logging
 import sys
 import warnings
 from contextlib import ExitStack
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +34,13 @@ import torch
 from tqdm import tqdm
 
 import animate
-from animate import convex_hull_area, default_batch_size
+from animate import ImageAnimator as Animator, batched, convex_hull_area, default_batch_size
 from modules.build import build_models
 from modules.checkpoint import load_state
 from modules.config import load_config
 from modules.errors import InputError, UserError
 from modules.util import fold_batchnorm
+from multi_face import INCREASE, RATIO, FaceAnimator, check_increase, check_ratio, detect_faces
 
 log = logging.getLogger('demo')
 
@@ -54,6 +61,7 @@ ORIGINAL_DEFAULTS = {  # the original demo's, kept when --config is given
     'adapt_scale': False,
 }
 PREVIEW_PANEL = 192  # minimum panel size of the preview, in pixels
+FACE_CONFIG_WORDS = ('vox', 'nemo', 'face', 'cartoon')  # --face_detector auto: configs of face models
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,47 +92,6 @@ def load_checkpoints(config_path, checkpoint_path, cpu=False):
 # ----------------------------------------------------------------------------------------------
 # Animation core
 # ----------------------------------------------------------------------------------------------
-
-def to_tensor(images, device=None):
-    """(N, H, W, 3) or (H, W, 3) float array in [0, 1] -> (N, 3, H, W) float32 tensor."""
-    array = np.asarray(images, dtype=np.float32)
-    if array.ndim == 3:
-        array = array[None]
-    return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(device)
-
-
-class Animator:
-    """animate.Animator for numpy images: source_image (H, W, 3) float in [0, 1]; `set_initial(frame)`
-    sets the frame the relative motion is measured from (default: the first driving frame);
-    `__call__(frames (N, H, W, 3))` -> predictions (N, H, W, 3) float32 in [0, 1]. With `relative`,
-    both the relative movement and the relative jacobian are used (as the original demo)."""
-
-    def __init__(self, source_image, generator, kp_detector, relative=True, adapt_movement_scale=True, fast=False):
-        normalization = dict(use_relative_movement=relative, use_relative_jacobian=relative,
-                             adapt_movement_scale=adapt_movement_scale)
-        self.core = animate.Animator(generator, kp_detector, to_tensor(source_image), normalization, fast=fast)
-        self.device = self.core.device
-
-    @property
-    def kp_source(self):
-        return self.core.kp_source
-
-    def keypoints(self, frames):
-        return self.core.keypoints(to_tensor(frames))
-
-    def set_initial(self, frame):
-        self.core.set_initial(to_tensor(frame))
-
-    def __call__(self, frames):
-        _, out = self.core(to_tensor(frames))
-        return out['prediction'].permute(0, 2, 3, 1).float().cpu().numpy()
-
-
-def batched(iterable, size):
-    iterator = iter(iterable)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
 
 def make_animation(source_image, driving_video, generator, kp_detector, relative=True, adapt_movement_scale=True,
                    cpu=False, batch_size=None):
@@ -174,37 +141,57 @@ def resize_frame(image, size):
     return resize(image, size).astype(np.float32)
 
 
-def read_source_image(path, size):
-    """Any image file (gray, RGBA, 16-bit, any size) -> (h, w, 3) float32 in [0, 1] at `size`, with
-    the same conversions as the dataset's frames (frames_dataset.read_image)."""
+def load_source_image(path):
+    """Any image file (gray, RGBA, 16-bit, any size) -> (H, W, 3) float32 in [0, 1] at its own size,
+    with the same conversions as the dataset's frames (frames_dataset.read_image)."""
     from frames_dataset import read_image
     path = Path(path)
     if not path.is_file():
         raise InputError(f'source image {path} not found: check the path')
     try:
-        image = read_image(path)
+        return read_image(path)
     except InputError as e:
         raise InputError(f'{path}: cannot read it as an image ({e}); use a PNG or JPEG') from e
+
+
+def fit_source_image(image, size, path):
+    """The whole source image resized to the model's `size` (with a note if that changes it)."""
     if image.shape[:2] != tuple(size):
         log.info('source image %s is %dx%d: resized to %dx%d', path, image.shape[1], image.shape[0], size[1], size[0])
     return resize_frame(image, size)
 
 
+def read_source_image(path, size):
+    """load_source_image, resized to `size` (h, w) as the original demo does."""
+    return fit_source_image(load_source_image(path), size, path)
+
+
 def to_uint8(image):
-    """float image in [0, 1] -> uint8, rounded (as the original's img_as_ubyte)."""
+    """float image in [0, 1] -> uint8, rounded (as the original's img_as_ubyte); uint8 is returned as is."""
+    if image.dtype == np.uint8:
+        return image
     return np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
 def side_by_side(images, min_size=PREVIEW_PANEL):
     """[(h, w, 3) float in [0, 1], ...] -> one uint8 row, each panel scaled up by the integer factor
-    (nearest pixel, no blur) that makes it at least `min_size` pixels high, with 4-pixel white gaps."""
-    factor = max(1, -(-min_size // images[0].shape[0]))
-    panels = [np.repeat(np.repeat(to_uint8(image), factor, axis=0), factor, axis=1) for image in images]
-    gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
+    (nearest pixel, no blur) that makes it at least `min_size` pixels high, with 4-pixel white gaps;
+    panels shorter than the tallest are padded with white below."""
+    panels = [np.repeat(np.repeat(to_uint8(image), factor, axis=0), factor, axis=1)
+              for image in images for factor in [max(1, -(-min_size // image.shape[0]))]]
+    height = max(panel.shape[0] for panel in panels)
+    panels = [np.pad(panel, ((0, height - panel.shape[0]), (0, 0), (0, 0)), constant_values=255) for panel in panels]
+    gap = np.full((height, 4, 3), 255, np.uint8)
     row = [panels[0]]
     for panel in panels[1:]:
         row += [gap, panel]
     return np.concatenate(row, axis=1)
+
+
+def even_size(frame):
+    """(H, W, 3) -> the same frame with one row / column of its edge pixels repeated at the bottom /
+    right where H / W is odd: H.264 (yuv420p) needs even sizes. Every original pixel keeps its place."""
+    return np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode='edge')
 
 
 def driving_frames(path, size, start=0):
@@ -213,10 +200,71 @@ def driving_frames(path, size, start=0):
         yield resize_frame(frame.astype(np.float32) / 255, size)
 
 
+def face_detector_for(opt):
+    """'lbp' or 'none': --face_detector as given, where auto = lbp with --multi_person or for a face
+    model (the config's file name contains one of FACE_CONFIG_WORDS), else none."""
+    if opt.face_detector != 'auto':
+        return opt.face_detector
+    name = Path(opt.config).name.lower()
+    return 'lbp' if opt.multi_person or any(word in name for word in FACE_CONFIG_WORDS) else 'none'
+
+
+def check_options(opt):
+    """Raises InputError for option values that cannot work, before any file is read."""
+    if opt.best_frame is not None and opt.best_frame < 0:
+        raise InputError('--best_frame must be >= 0')
+    check_ratio(opt.ratio, '--ratio')
+    check_increase(opt.increase, '--increase')
+    if opt.multi_person and opt.face_detector == 'none':
+        raise InputError('--multi_person needs face detection: drop --face_detector none (or give lbp)')
+
+
+def choose_faces(opt, image, detector):
+    """The face boxes of the full-resolution source `image` to animate (all with --multi_person,
+    else the largest), or None: no detection, or no face found (the whole image is animated)."""
+    if detector == 'none':
+        return None
+    boxes = detect_faces(image)
+    if not len(boxes):
+        log.info('no face found in %s: animating the whole image instead', opt.source_image)
+        return None
+    if opt.multi_person:
+        log.info('%d face(s) found in %s: animating all of them together', len(boxes), opt.source_image)
+        return boxes
+    log.info('%d face(s) found in %s: animating the largest (--multi_person animates all)', len(boxes),
+             opt.source_image)
+    return boxes[:1]
+
+
+def make_animator(opt, image, size, generator, kp_detector):
+    """(animator, source shown in the preview) for the full-resolution source `image`: a FaceAnimator
+    that pastes the animated faces back into it, or, without faces, an Animator of the whole image
+    resized to the model's `size`."""
+    detector = face_detector_for(opt)
+    if opt.face_detector == 'auto' and not opt.multi_person and image.shape[:2] == tuple(size):
+        detector = 'none'  # already the model's frame size: a prepared crop, animated whole
+    boxes = choose_faces(opt, image, detector)
+    if boxes is None:
+        source_image = fit_source_image(image, size, opt.source_image)
+        return Animator(source_image, generator, kp_detector, relative=opt.relative,
+                        adapt_movement_scale=opt.adapt_scale, fast=opt.fast), source_image
+    image = to_uint8(image)  # what the video holds; a quarter of the memory per frame
+    animator = FaceAnimator(image, boxes, generator, kp_detector, size, ratio=opt.ratio, increase=opt.increase,
+                            relative=opt.relative, adapt_movement_scale=opt.adapt_scale, fast=opt.fast)
+    log.info('face crops (left, top, width, height): %s, pasted back with --ratio %g',
+             ', '.join(map(str, animator.crops)), opt.ratio)
+    height, width = image.shape[:2]
+    if height % 2 or width % 2:
+        log.info('the source image is %dx%d: the video is %dx%d (its last column / row repeated; H.264 needs even '
+                 'sizes)', width, height, width + width % 2, height + height % 2)
+    return animator, image
+
+
 def make_demo(opt):
     """Runs the demo for parsed options; returns the result path."""
     from video_io import VideoWriter, mux_audio, open_writer, read_video_meta, temp_path_for
 
+    check_options(opt)
     for flag, path in (('--config', opt.config), ('--checkpoint', opt.checkpoint),
                        ('--source_image', opt.source_image), ('--driving_video', opt.driving_video)):
         if not Path(path).is_file():
@@ -224,15 +272,14 @@ def make_demo(opt):
     meta = read_video_meta(opt.driving_video)
     config = load_config(opt.config)
     size = tuple(config['dataset_params']['frame_shape'][:2])
-    source_image = read_source_image(opt.source_image, size)
+    image = load_source_image(opt.source_image)
     cpu = opt.cpu or not torch.cuda.is_available()
     if cpu and not opt.cpu:
         log.info('no CUDA device: running on the CPU')
     generator, kp_detector = load_checkpoints(opt.config, opt.checkpoint, cpu=cpu)
     fold_batchnorm(generator)  # ours to change: inference only, never saved
     fold_batchnorm(kp_detector)
-    animator = Animator(source_image, generator, kp_detector, relative=opt.relative,
-                        adapt_movement_scale=opt.adapt_scale, fast=opt.fast)
+    animator, source_image = make_animator(opt, image, size, generator, kp_detector)
 
     batch_size = opt.batch_size or default_batch_size(animator.device, opt.fast)
     best = opt.best_frame
@@ -255,9 +302,9 @@ def make_demo(opt):
         progress = stack.enter_context(tqdm(total=meta['nframes'] or None, desc='animating', unit='frame'))
         for frames in batched(driving_frames(opt.driving_video, size), batch_size):
             for driving, prediction in zip(frames, animator(np.stack(frames))):
-                writer.write(to_uint8(prediction))
+                writer.write(even_size(to_uint8(prediction)))
                 if preview is not None:
-                    preview.write(side_by_side([source_image, driving, prediction]))
+                    preview.write(even_size(side_by_side([source_image, driving, prediction])))
             progress.update(len(frames))
     if opt.audio:
         try:
@@ -300,8 +347,24 @@ def build_parser():
     parser.add_argument('--cpu', action='store_true', help='run on the CPU even if CUDA is available')
     parser.add_argument('--audio', action='store_true', help='copy the driving video\'s audio into the result')
     parser.add_argument('--batch_size', type=int, default=None,
-                        help=f'driving frames animated at once (default: {animate.BATCH_SIZE} on CUDA; on the CPU 1, '
-                             f'or 2 with --fast)')
+                        help=f'driving frames animated at once, each applied to every animated face (default: '
+                             f'{animate.BATCH_SIZE} on CUDA; on the CPU 1, or 2 with --fast)')
+    parser.add_argument('--multi_person', action='store_true',
+                        help='animate every face found in the source image together (without it: the largest face) '
+                             'and paste each back into the full-resolution image')
+    parser.add_argument('--face_detector', choices=['auto', 'lbp', 'none'], default='auto',
+                        help='lbp: find faces in the source image (scikit-image\'s LBP cascade, offline), animate '
+                             'them and paste them back; no face found: the whole image, as with none; none: the '
+                             'whole image resized to the model\'s frame size; auto: lbp with --multi_person or '
+                             f'when the config\'s file name contains {", ".join(FACE_CONFIG_WORDS)} and the source '
+                             'is not already the model\'s frame size, else none (default: auto)')
+    parser.add_argument('--ratio', type=float, default=RATIO,
+                        help='radius of the pasted part of each face crop, as a fraction of the crop\'s size, in '
+                             f'(0, 1]; the mask fades out softly towards it (default: {RATIO}; 0.4-0.5 suit most '
+                             'photos)')
+    parser.add_argument('--increase', type=float, default=INCREASE,
+                        help='each face box grows by this fraction of its longer side on each side into a square '
+                             f'crop, as crop-video.py\'s --increase (default: {INCREASE}: twice the box)')
     parser.add_argument('--fast', action='store_true',
                         help='faster, slightly less exact: the generator runs in bfloat16 (CPU) / float16 (CUDA) '
                              'autocast, channels-last; keypoints stay float32 (see benchmarks/animate.py)')
@@ -323,9 +386,6 @@ def resolve_defaults(opt):
 def main(argv=None):
     opt = resolve_defaults(build_parser().parse_args(argv))
     logging.basicConfig(level=logging.INFO, format='%(message)s')
-    if opt.best_frame is not None and opt.best_frame < 0:
-        print('error: --best_frame must be >= 0', file=sys.stderr)
-        return 2
     try:
         result = make_demo(opt)
     except UserError as e:

@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import random
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -146,8 +147,10 @@ def main(argv=None):
             train_params = config['train_params']
             if sum(train_params['loss_weights']['perceptual']) != 0:
                 fetch_vgg19_weights(train_params.get('vgg19_weights'))  # downloads only if missing
-            log.info('training %s on %s%s; run folder: %s', opt.config, device,
-                     f' x {distributed["world_size"]} processes' if distributed else '', log_dir)
+            log.info('training %s on %s%s, seed %d; run folder: %s', opt.config, device,
+                     f' x {distributed["world_size"]} processes' if distributed else '', opt.seed, log_dir)
+            args = sys.argv[1:] if argv is None else list(argv)
+            log.info('command: %s', ' '.join(shlex.quote(str(a)) for a in ['python', 'run.py', *args]))
             train(config, models['generator'], models['discriminator'], models['kp_detector'],
                   weights if opt.checkpoint else None, str(log_dir), dataset, opt.device_ids, device=device,
                   init=weights if opt.init else None,

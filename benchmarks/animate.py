@@ -10,7 +10,12 @@ weights), on this machine, measured in one run, interleaved after a warm-up:
 with the ratios and the PSNR of (c) against (b). Then the peak RSS of demo.py (streaming) on a
 200-frame and a 2000-frame 64x64 video with the small fixture model.
 
+With --faces, instead: multi-face animation (multi_face.FaceAnimator, paste-back included) of a
+512x2048 photo with 1, 2 and 4 faces (256x256 crops), all faces in one generator batch vs one face
+after another (one single-face animator per face, as PaddleGAN's loop), in seconds per driving frame.
+
     python benchmarks/animate.py [--frames 16] [--rounds 3] [--device cpu]
+    python benchmarks/animate.py --faces [--frames 4] [--rounds 2]
 """
 import argparse
 import copy
@@ -57,6 +62,40 @@ def ours(source_image, frames, generator, kp_detector, device, fast=False):
     return out
 
 
+def time_runs(runs, rounds, frames, device):
+    """Every run once to warm up, then `rounds` interleaved timed rounds -> ({name: warm-up result},
+    {name: median seconds per frame})."""
+    times = {name: [] for name in runs}
+    results = {name: fn() for name, fn in runs.items()}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            if device.type == 'cuda':
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == 'cuda':
+                torch.cuda.synchronize()
+            times[name].append((time.perf_counter() - start) / frames)
+    return results, {name: statistics.median(values) for name, values in times.items()}
+
+
+def faces_benchmark(generator, kp_detector, device, num_frames, rounds):
+    """Prints s/frame of 1, 2 and 4 faces: batched (one FaceAnimator) vs one face after another."""
+    from multi_face import FaceAnimator
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (512, 2048, 3), dtype=np.uint8)
+    frames = rng.random((num_frames, 256, 256, 3), dtype=np.float32)
+    for count in (1, 2, 4):
+        boxes = [(64 + 512 * i, 128, 192 + 512 * i, 256) for i in range(count)]  # 128 px: 256x256 crops
+        together = FaceAnimator(photo, boxes, generator, kp_detector, (256, 256))
+        alone = [FaceAnimator(photo, [box], generator, kp_detector, (256, 256)) for box in boxes]
+        runs = {'batched': lambda: [together(frame[None]) for frame in frames],
+                'one by one': lambda: [animator(frame[None]) for frame in frames for animator in alone]}
+        _, t = time_runs(runs, rounds, num_frames, device)
+        print(f'{count} face(s): batched {t["batched"]:.3f} s/frame, one after another {t["one by one"]:.3f} '
+              f's/frame: {t["one by one"] / t["batched"]:.2f}x (median of {rounds})', flush=True)
+
+
 def psnr(a, b):
     mse = float(np.mean((np.stack(a) - np.stack(b)) ** 2))
     return float('inf') if mse == 0 else 10 * np.log10(1 / mse)
@@ -86,6 +125,8 @@ def main():
     parser.add_argument('--frames', type=int, default=16)
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--faces', action='store_true',
+                        help='only the multi-face benchmark: 1, 2, 4 faces, batched vs one after another')
     opt = parser.parse_args()
     device = torch.device(opt.device)
     torch.manual_seed(0)
@@ -100,26 +141,17 @@ def main():
     frames = [np.roll(source, shift=(2 * t, 3 * t), axis=(0, 1)) for t in range(opt.frames)]
     print(f'{torch.get_num_threads()} threads, torch {torch.__version__}, device {device}, '
           f'{opt.frames} frames of 256x256, vox-256 models')
+    if opt.faces:
+        faces_benchmark(folded_generator, folded_kp_detector, device, opt.frames, opt.rounds)
+        return
 
     runs = {'original per-frame': lambda: per_frame_original(source, frames, generator, kp_detector, device),
             'ours (default)': lambda: ours(source, frames, folded_generator, folded_kp_detector, device),
             'ours --fast': lambda: ours(source, frames, folded_generator, folded_kp_detector, device, fast=True)}
-    times = {name: [] for name in runs}
-    results = {}
-    for name, fn in runs.items():  # warm-up
-        results[name] = fn()
-    for _ in range(opt.rounds):
-        for name, fn in runs.items():
-            if device.type == 'cuda':
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if device.type == 'cuda':
-                torch.cuda.synchronize()
-            times[name].append((time.perf_counter() - start) / opt.frames)
-    base = statistics.median(times['original per-frame'])
+    results, times = time_runs(runs, opt.rounds, opt.frames, device)
+    base = times['original per-frame']
     for name in runs:
-        t = statistics.median(times[name])
+        t = times[name]
         print(f'{name:20s} {t:.3f} s/frame  {base / t:.2f}x the per-frame yardstick  (median of {opt.rounds})')
     exact_diff = np.abs(np.stack(results['ours (default)']) - np.stack(results['original per-frame'])).max()
     print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; fast mode PSNR vs exact: '

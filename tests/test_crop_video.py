@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from skimage import data
 
+import face_detection
 from tests.video_utils import write_video
 from video_io import ffmpeg_exe, iter_video_frames, read_video_meta
 
@@ -49,7 +50,7 @@ def run(*args):
 def astronaut_face():
     """The face box (x1, y1, x2, y2) that our detector finds in the still 512x512 astronaut."""
     image = data.astronaut()
-    boxes = crop_video.FaceDetector(image.shape, detect_width=512)(image)
+    boxes = face_detection.FaceDetector(image.shape, detect_width=512)(image)
     assert len(boxes) == 1, boxes
     x1, y1, x2, y2 = boxes[0]
     # Where the face is: rows ~70-170 and columns ~175-275 of the portrait (eyes near row 110).
@@ -117,13 +118,13 @@ def count_frames(path):
 
 def test_compute_crop_is_the_original_rule():
     # 100x50 box: the width grows by 10% per side, the height by 70% per side -> a 120x120 square.
-    assert crop_video.compute_crop((100, 50, 200, 100), (480, 640, 3), 0.1) == (120, 120, 90, 15)
+    assert face_detection.compute_crop((100, 50, 200, 100), (480, 640, 3), 0.1) == (120, 120, 90, 15)
     # A 50x100 box: the width grows by 70% per side instead.
-    assert crop_video.compute_crop((100, 50, 150, 150), (480, 640, 3), 0.1) == (120, 120, 65, 40)
+    assert face_detection.compute_crop((100, 50, 150, 150), (480, 640, 3), 0.1) == (120, 120, 65, 40)
     # Clipped by the frame's bottom (bot 135 -> 120) and left edge.
-    assert crop_video.compute_crop((100, 50, 200, 100), (120, 640, 3), 0.1) == (120, 105, 90, 15)
+    assert face_detection.compute_crop((100, 50, 200, 100), (120, 640, 3), 0.1) == (120, 105, 90, 15)
     # A square box grows by 10% per side; int() truncates (106.3 -> 106), negative sides are clipped to 0.
-    assert crop_video.compute_crop((-3.7, 0, 96.3, 100), (480, 640, 3), 0.1) == (106, 110, 0, 0)
+    assert face_detection.compute_crop((-3.7, 0, 96.3, 100), (480, 640, 3), 0.1) == (106, 110, 0, 0)
 
 
 def test_command_format_and_times():
@@ -162,9 +163,9 @@ def test_tracker_gap_tolerance():
 
 
 def test_merge_overlapping():
-    merged = crop_video.merge_overlapping([(0, 0, 10, 10), (1, 1, 11, 11), (50, 50, 60, 60)])
+    merged = face_detection.merge_overlapping([(0, 0, 10, 10), (1, 1, 11, 11), (50, 50, 60, 60)])
     np.testing.assert_allclose(merged, [[0.5, 0.5, 10.5, 10.5], [50, 50, 60, 60]])
-    assert crop_video.merge_overlapping([]).shape == (0, 4)
+    assert face_detection.merge_overlapping([]).shape == (0, 4)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -204,7 +205,7 @@ def test_out_writes_clips_with_the_face(astronaut_video_with_audio, tmp_path):
     last = round((command['start'] + command['duration']) * FPS)
     assert last == 57 and count_frames(clip) == last + 1
     first = next(iter_video_frames(clip))
-    faces = crop_video.FaceDetector(first.shape, detect_width=256)(first)
+    faces = face_detection.FaceDetector(first.shape, detect_width=256)(first)
     assert len(faces) == 1 and contains((256, 256, 0, 0), faces[0]) and faces[0][2] - faces[0][0] > 80
 
 
