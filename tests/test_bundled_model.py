@@ -120,3 +120,20 @@ def test_keypoints_track_the_ground_truth_landmarks(quality):
                                        '(its reconstruction is blurry; motion is transferred)')
 def test_reconstruction_l1_is_at_most_half_the_no_motion_baseline(quality):
     assert quality['reconstruction_l1'] <= 0.5 * quality['no_motion_l1'], quality
+
+
+@pytest.mark.parametrize('flags', [[], ['--multi_person']])
+def test_cartoon_group_photo_without_detectable_faces_is_a_note_not_a_crash(tmp_path, flags):
+    """The LBP cascade is tuned for photographs and finds no face in cartoon_faces' drawings: the demo
+    says so and animates the whole image with the bundled model (multi_face on photos:
+    tests/test_multi_face.py)."""
+    import imageio.v3 as iio
+    group = np.concatenate([cartoon_faces.make_video(2029, i, 1, 128)[0][0] for i in (1, 3, 5)], axis=1)
+    iio.imwrite(tmp_path / 'group.png', group)
+    out = subprocess.run([sys.executable, str(REPO / 'demo.py'), '--source_image', 'group.png', *flags],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'no face found in group.png: animating the whole image instead' in out.stderr + out.stdout
+    assert 'Traceback' not in out.stderr
+    frames = read_frames(tmp_path / 'result.mp4')
+    assert frames.shape == read_frames(BUNDLED / 'driving.mp4').shape
