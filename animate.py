@@ -236,6 +236,13 @@ def to_tensor(images, device=None):
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous().to(device)
 
 
+def to_uint8(image):
+    """float image in [0, 1] -> uint8, rounded (as the original's img_as_ubyte); uint8 is returned as is."""
+    if image.dtype == np.uint8:
+        return image
+    return np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
 def batched(iterable, size):
     """Lists of up to `size` consecutive items of `iterable`, read lazily."""
     iterator = iter(iterable)

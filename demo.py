@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 import animate
-from animate import ImageAnimator as Animator, batched, convex_hull_area, default_batch_size
+from animate import ImageAnimator as Animator, batched, convex_hull_area, default_batch_size, to_uint8
 from modules.build import build_models
 from modules.checkpoint import load_state
 from modules.config import load_config
@@ -164,13 +164,6 @@ def fit_source_image(image, size, path):
 def read_source_image(path, size):
     """load_source_image, resized to `size` (h, w) as the original demo does."""
     return fit_source_image(load_source_image(path), size, path)
-
-
-def to_uint8(image):
-    """float image in [0, 1] -> uint8, rounded (as the original's img_as_ubyte); uint8 is returned as is."""
-    if image.dtype == np.uint8:
-        return image
-    return np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
 def side_by_side(images, min_size=PREVIEW_PANEL):

@@ -43,7 +43,7 @@ from itertools import chain
 import numpy as np
 import torch.nn.functional as F
 
-from animate import ImageAnimator, batched, default_batch_size
+from animate import ImageAnimator, batched, default_batch_size, to_uint8
 from face_detection import FaceDetector, drop_overlapping, square_crop
 from modules.errors import InputError
 
@@ -97,9 +97,7 @@ def detect_faces(image, detect_size=DETECT_SIZE, min_face=MIN_FACE, min_neighbor
     """Frontal faces in one photo: (H, W, 3) uint8 or float in [0, 1] -> (N, 4) float64 boxes
     (x1, y1, x2, y2) in the photo's pixels, largest first, none overlapping (module docstring, step 1).
     Raises nothing when there is no face: the result is then empty, (0, 4)."""
-    image = as_image(image)
-    if image.dtype != np.uint8:
-        image = np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    image = to_uint8(as_image(image))
     height, width = image.shape[:2]
     # FaceDetector sizes the frame by its width: this width puts the shorter side near detect_size.
     detector = FaceDetector(image.shape, detect_width=width * detect_size / min(height, width), min_face=min_face,

@@ -36,11 +36,10 @@ from demo import BUNDLED_DEFAULTS, load_checkpoints  # noqa: E402
 log = logging.getLogger(__name__)
 
 
-def video_frames(root, split, name):
-    """float32 (T, H, W, 3) in [0, 1] of one generated video (a PNG frame folder)."""
-    import imageio.v3 as iio
-    folder = Path(root) / split / name
-    return np.stack([iio.imread(path) for path in sorted(folder.glob('*.png'))]).astype(np.float32) / 255
+def video_frames(root, split, name, size):
+    """float32 (T, size, size, 3) in [0, 1] of one generated video, read as the datasets read it."""
+    from frames_dataset import read_video
+    return read_video(Path(root) / split / name, frame_shape=(size, size, 3))
 
 
 @torch.inference_mode()
@@ -72,12 +71,12 @@ def mean_distance(a, b):
     return float(np.linalg.norm(a - b, axis=-1).mean())
 
 
-def tracking_error(kp_detector, root, train_names, test_names):
+def tracking_error(kp_detector, root, train_names, test_names, size):
     """-> {'error_px', 'constant_px', 'per_landmark_px'} (see the module docstring)."""
     def collect(split, names):
         kps, lms = [], []
         for name in names:
-            kps.append(keypoints_px(kp_detector, video_frames(root, split, name)))
+            kps.append(keypoints_px(kp_detector, video_frames(root, split, name, size)))
             lms.append(cartoon_faces.load_annotations(root, split, name)[0])
         return np.concatenate(kps), np.concatenate(lms)
 
@@ -91,11 +90,11 @@ def tracking_error(kp_detector, root, train_names, test_names):
             'per_landmark_px': dict(zip(cartoon_faces.LANDMARKS, map(float, per_landmark)))}
 
 
-def no_motion_l1(root, names):
+def no_motion_l1(root, names, size):
     """Mean over all frames of all videos of mean |frame - first frame|, pixels in [0, 1]."""
     values = []
     for name in names:
-        frames = video_frames(root, 'test', name)
+        frames = video_frames(root, 'test', name, size)
         values.append(np.abs(frames - frames[:1]).mean(axis=(1, 2, 3)))
     return float(np.concatenate(values).mean())
 
@@ -132,9 +131,9 @@ def evaluate(config, checkpoint, seed=1, videos=60, test_videos=20, frames=64, w
                                test_videos=test_videos, progress=False)
         names = {split: sorted(p.name for p in (root / split).iterdir()) for split in ('train', 'test')}
         l1 = reconstruction_l1(config, checkpoint, root, work)
-        baseline = no_motion_l1(root, names['test'])
+        baseline = no_motion_l1(root, names['test'], size)
         _, kp_detector = load_checkpoints(config, checkpoint, cpu=True)
-        tracking = tracking_error(kp_detector, root, names['train'], names['test'])
+        tracking = tracking_error(kp_detector, root, names['train'], names['test'], size)
     return {'dataset': {'seed': seed, 'videos': videos, 'test_videos': test_videos, 'frames': frames, 'size': size},
             'reconstruction_l1': l1, 'no_motion_l1': baseline, 'l1_ratio': l1 / baseline,
             'keypoint_error_px': tracking['error_px'], 'constant_landmarks_error_px': tracking['constant_px'],
