@@ -204,6 +204,18 @@ class Animator:
         return relative_kp(kp_source, kp_driving, self.kp_driving_initial, scale,
                            params.get('use_relative_movement', False), params.get('use_relative_jacobian', False))
 
+    def motion(self, frames):
+        """frames (B, C, H, W) on the model's device -> (kp_source, kp_driving, kp_target): the source's
+        keypoints tiled to B * N, the frames' own (B) and the ones the generator moves the source to
+        (B * N, frame-major; normalised with normalization_params, else kp_driving)."""
+        batch = frames.shape[0]
+        kp_driving = self.kp_detector(frames)
+        kp_source = _tile_kp(self.kp_source, batch)
+        kp_target = _repeat_frames_kp(kp_driving, self.num_sources)
+        if self.normalization_params is not None:
+            kp_target = self._relative(kp_source, kp_target, batch)
+        return kp_source, kp_driving, kp_target
+
     def __call__(self, frames):
         """frames: (B, C, H, W) -> (frames on the model's device, out): the generator's dict without
         'sparse_deformed' (the original drops it before visualising; it is the largest output) plus
@@ -212,11 +224,7 @@ class Animator:
         with torch.inference_mode():
             frames = frames.to(self.device, self.dtype)
             batch = frames.shape[0]
-            kp_driving = self.kp_detector(frames)
-            kp_source = _tile_kp(self.kp_source, batch)
-            kp_target = _repeat_frames_kp(kp_driving, self.num_sources)
-            if self.normalization_params is not None:
-                kp_target = self._relative(kp_source, kp_target, batch)
+            kp_source, kp_driving, kp_target = self.motion(frames)
             with self._autocast():
                 out = self.generator(self._layout(_tile(self.source, batch)), kp_driving=kp_target,
                                      kp_source=kp_source, source_features=_tile(self.source_features, batch))

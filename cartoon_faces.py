@@ -404,16 +404,19 @@ def generate(out, videos=200, frames=64, size=128, seed=0, test_videos=None, fmt
 
 
 def write_samples(out, frames=100, size=64, seed=2026):
-    """Demo inputs of two identities: OUT/source.png (frame 0 of video 1) and OUT/driving.mp4 (video 0).
-    Returns their paths."""
+    """Demo inputs of two identities: OUT/source.png (frame 0 of video 1), its part labels
+    OUT/source-mask.png (pixel value = PARTS index; part_swap.py --source_mask) and OUT/driving.mp4
+    (video 0). Returns the paths of the source and the driving video."""
     import imageio.v3 as iio
     from video_io import open_writer
     os.makedirs(out, exist_ok=True)
     driving, _, _ = make_video(seed, 0, frames, size)
-    source, _, _ = make_video(seed, 1, 1, size)
+    source, source_labels, _ = make_video(seed, 1, 1, size)
     source_path, driving_path = os.path.join(out, 'source.png'), os.path.join(out, 'driving.mp4')
     with atomic_path(source_path) as tmp:
         iio.imwrite(tmp, source[0], extension='.png')
+    with atomic_path(os.path.join(out, 'source-mask.png')) as tmp:
+        iio.imwrite(tmp, source_labels[0], extension='.png')
     with open_writer(driving_path, FPS) as writer:
         for image in driving:
             writer.write(image)

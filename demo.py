@@ -26,7 +26,7 @@ import argparse
 import logging
 import sys
 import warnings
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -255,7 +255,7 @@ def make_animator(opt, image, size, generator, kp_detector):
 
 def make_demo(opt):
     """Runs the demo for parsed options; returns the result path."""
-    from video_io import VideoWriter, mux_audio, open_writer, read_video_meta, temp_path_for
+    from video_io import read_video_meta
 
     check_options(opt)
     for flag, path in (('--config', opt.config), ('--checkpoint', opt.checkpoint),
@@ -287,24 +287,35 @@ def make_demo(opt):
             raise InputError(f'--best_frame {best} is past the end of {opt.driving_video}')
         animator.set_initial(initial)
 
-    result = Path(opt.result_video)
-    silent = temp_path_for(result.with_name(result.stem + '-video' + result.suffix)) if opt.audio else result
-    with ExitStack() as stack:
-        writer = stack.enter_context(VideoWriter(silent, fps=meta['fps']))
-        preview = stack.enter_context(open_writer(opt.preview, meta['fps'])) if opt.preview else None
-        progress = stack.enter_context(tqdm(total=meta['nframes'] or None, desc='animating', unit='frame'))
+    with open_result(opt.result_video, meta, opt.preview, opt.driving_video if opt.audio else None) as (
+            writer, preview, progress):
         for frames in batched(driving_frames(opt.driving_video, size), batch_size):
             for driving, prediction in zip(frames, animator(np.stack(frames))):
                 writer.write(even_size(to_uint8(prediction)))
                 if preview is not None:
                     preview.write(even_size(side_by_side([source_image, driving, prediction])))
             progress.update(len(frames))
-    if opt.audio:
+    return Path(opt.result_video)
+
+
+@contextmanager
+def open_result(result_video, meta, preview=None, audio_source=None, desc='animating'):
+    """(writer, preview writer or None, progress bar) for a result video with the fps of the input
+    video's `meta` (video_io.read_video_meta); both files are written atomically. With
+    `audio_source`, the finished video gets that file's audio (muxed from a silent temporary)."""
+    from video_io import VideoWriter, mux_audio, open_writer, temp_path_for
+    result = Path(result_video)
+    silent = temp_path_for(result.with_name(result.stem + '-video' + result.suffix)) if audio_source else result
+    with ExitStack() as stack:
+        writer = stack.enter_context(VideoWriter(silent, fps=meta['fps']))
+        preview_writer = stack.enter_context(open_writer(preview, meta['fps'])) if preview else None
+        progress = stack.enter_context(tqdm(total=meta['nframes'] or None, desc=desc, unit='frame'))
+        yield writer, preview_writer, progress
+    if audio_source:
         try:
-            mux_audio(silent, opt.driving_video, result)
+            mux_audio(silent, audio_source, result)
         finally:
             silent.unlink(missing_ok=True)
-    return result
 
 
 def build_parser():

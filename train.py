@@ -100,7 +100,7 @@ def train_step(x, generator_full, discriminator_full, optimizers, train_discrimi
 
 
 def train(config, generator, discriminator, kp_detector, checkpoint, log_dir, dataset, device_ids, *,
-          device=None, init=None, num_workers=0, distributed=None):
+          device=None, init=None, num_workers=0, distributed=None, autocast_dtype=None):
     """Trains the three networks as the original train.py.
 
     config: a loaded config dict. generator, discriminator, kp_detector: the bare models, already on
@@ -110,6 +110,7 @@ def train(config, generator, discriminator, kp_detector, checkpoint, log_dir, da
     mode. device_ids: CUDA device ids for DataParallel (several -> synchronised BatchNorm across
     them). distributed: None, or {'rank', 'world_size'} when launched by torchrun (one device per
     process; models are wrapped in DistributedDataParallel, only rank 0 logs and saves).
+    autocast_dtype: None (float32) or torch.bfloat16: mixed-precision training (see GeneratorFullModel).
     Returns the last epoch's mean losses {name: float}.
     """
     train_params = config['train_params']
@@ -151,9 +152,10 @@ def train(config, generator, discriminator, kp_detector, checkpoint, log_dir, da
                             persistent_workers=num_workers > 0)
 
     nets = _wrap_ddp(models, device) if distributed else models
-    generator_full = GeneratorFullModel(nets['kp_detector'], nets['generator'], nets['discriminator'], train_params)
+    generator_full = GeneratorFullModel(nets['kp_detector'], nets['generator'], nets['discriminator'], train_params,
+                                        autocast_dtype=autocast_dtype)
     discriminator_full = DiscriminatorFullModel(nets['kp_detector'], nets['generator'], nets['discriminator'],
-                                                train_params)
+                                                train_params, autocast_dtype=autocast_dtype)
     generator_full.to(device)  # the pyramid and VGG19 buffers
     discriminator_full.to(device)
     if not distributed and device.type == 'cuda' and len(device_ids) > 1:

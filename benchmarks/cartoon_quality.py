@@ -15,6 +15,10 @@
    (landmarks = [keypoints, 1] @ W, all frames of all train videos); on the test split the mean
    Euclidean distance between mapped keypoints and landmarks is reported in pixels, against the
    error of always predicting the train split's mean landmarks.
+4. Part segmentation (when the segmentation checkpoint exists; default: the bundled
+   segmentation.pth.tar with the config's segmentation_params): the IoU of each part's predicted
+   pixels (argmax) with the true label maps, over every frame of the test split, and the mean over
+   the parts (background left out).
 """
 import argparse
 import json
@@ -120,8 +124,21 @@ def reconstruction_l1(config_path, checkpoint, root, work):
     return float(rows['mean'])
 
 
-def evaluate(config, checkpoint, seed=1, videos=60, test_videos=20, frames=64, work=None):
-    """The three steps of the module docstring -> a dict of the numbers (and the settings)."""
+def segmentation_iou(config_path, checkpoint, root, size):
+    """Step 4: {'segmentation_iou': {part name: IoU}, 'segmentation_mean_iou': float}."""
+    from modules.config import load_config
+    from modules.segmentation import load_network_segmenter
+    from train_segmentation import LabelledFrames, mean_part_iou, part_iou
+    segmenter = load_network_segmenter(load_config(config_path), checkpoint, 'cpu')
+    test = LabelledFrames(root, Path(root) / 'annotations', 'test', (size, size, 3), is_train=False)
+    iou = part_iou(segmenter.network, test, 'cpu')
+    return {'segmentation_iou': {segmenter.part_names[part]: value for part, value in iou.items()},
+            'segmentation_mean_iou': mean_part_iou(iou)}
+
+
+def evaluate(config, checkpoint, seed=1, videos=60, test_videos=20, frames=64, work=None,
+             segmentation_checkpoint=None):
+    """The steps of the module docstring -> a dict of the numbers (and the settings)."""
     with open(config) as f:
         size = yaml.safe_load(f)['dataset_params']['frame_shape'][0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,10 +151,12 @@ def evaluate(config, checkpoint, seed=1, videos=60, test_videos=20, frames=64, w
         baseline = no_motion_l1(root, names['test'], size)
         _, kp_detector = load_checkpoints(config, checkpoint, cpu=True)
         tracking = tracking_error(kp_detector, root, names['train'], names['test'], size)
+        segmentation = {} if segmentation_checkpoint is None or not Path(segmentation_checkpoint).is_file() else \
+            segmentation_iou(config, segmentation_checkpoint, root, size)
     return {'dataset': {'seed': seed, 'videos': videos, 'test_videos': test_videos, 'frames': frames, 'size': size},
             'reconstruction_l1': l1, 'no_motion_l1': baseline, 'l1_ratio': l1 / baseline,
             'keypoint_error_px': tracking['error_px'], 'constant_landmarks_error_px': tracking['constant_px'],
-            'per_landmark_px': tracking['per_landmark_px']}
+            'per_landmark_px': tracking['per_landmark_px'], **segmentation}
 
 
 def main(argv=None):
@@ -149,11 +168,14 @@ def main(argv=None):
     p.add_argument('--test_videos', type=int, default=20)
     p.add_argument('--frames', type=int, default=64)
     p.add_argument('--work', default=None, help='keep the generated data and run folder here (default: a temp dir)')
+    p.add_argument('--segmentation_checkpoint', default=str(BUNDLED_DEFAULTS['checkpoint'].parent / 'segmentation.pth.tar'),
+                   help='the part segmenter to measure (skipped when the file does not exist)')
     p.add_argument('--json', default=None, help='also write the numbers to this JSON file')
     opt = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(message)s')
     torch.set_grad_enabled(False)
-    result = evaluate(opt.config, opt.checkpoint, opt.seed, opt.videos, opt.test_videos, opt.frames, opt.work)
+    result = evaluate(opt.config, opt.checkpoint, opt.seed, opt.videos, opt.test_videos, opt.frames, opt.work,
+                      opt.segmentation_checkpoint)
     d = result['dataset']
     print(f"fresh dataset: seed {d['seed']}, {d['videos'] - d['test_videos']} train (landmark fit) + "
           f"{d['test_videos']} test videos of {d['frames']} frames, {d['size']}x{d['size']}")
@@ -162,6 +184,9 @@ def main(argv=None):
     print(f"keypoint tracking: mean landmark error {result['keypoint_error_px']:.2f} px vs "
           f"{result['constant_landmarks_error_px']:.2f} px for constant landmarks (frame {d['size']} px)")
     print('per landmark: ' + ', '.join(f'{k} {v:.2f}' for k, v in result['per_landmark_px'].items()))
+    if 'segmentation_iou' in result:
+        print(f"part segmentation IoU, mean over parts {result['segmentation_mean_iou']:.3f} (goal >= 0.8): " +
+              ', '.join(f'{k} {v:.3f}' for k, v in result['segmentation_iou'].items()))
     if opt.json:
         from modules.fileio import atomic_path
         with atomic_path(opt.json) as tmp, open(tmp, 'w') as f:

@@ -1,7 +1,8 @@
 """Seconds per training iteration and peak memory of vox-256 (batch 2, 256x256) through train.py's
-own step, without and with the GAN losses (vox-256 vs vox-adv-256 loss settings).
+own step, without and with the GAN losses (vox-256 vs vox-adv-256 loss settings), and what
+`run.py --bf16` (bfloat16 mixed precision) gains on vox-256 and on the bundled cartoon-64 (batch 12).
 
-    python benchmarks/train_step.py [--iters 3] [--device cpu|cuda] [--batch_size 2]
+    python benchmarks/train_step.py [--iters 3] [--device cpu|cuda] [--batch_size 2] [--no-bf16]
 
 Random weights (VGG19 too: speed does not depend on the values). Prints the machine, the median
 seconds per iteration after one warm-up iteration, images/s and the process's peak memory. On CUDA
@@ -34,15 +35,16 @@ def peak_rss_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
 
-def measure(config_name, device, batch_size, iters, vgg_path):
+def measure(config_name, device, batch_size, iters, vgg_path, autocast_dtype=None):
     config = load_config(REPO / 'config' / f'{config_name}.yaml')
     train_params = copy.deepcopy(config['train_params'])
     train_params['vgg19_weights'] = vgg_path
     models = build_models(config['model_params'], device=device)
     optimizers = make_optimizers(train_params, models['generator'], models['discriminator'], models['kp_detector'])
-    gf = GeneratorFullModel(models['kp_detector'], models['generator'], models['discriminator'], train_params).to(device)
+    gf = GeneratorFullModel(models['kp_detector'], models['generator'], models['discriminator'], train_params,
+                            autocast_dtype=autocast_dtype).to(device)
     df = DiscriminatorFullModel(models['kp_detector'], models['generator'], models['discriminator'],
-                                train_params).to(device)
+                                train_params, autocast_dtype=autocast_dtype).to(device)
     gf.train()
     df.train()
     gan = train_params['loss_weights']['generator_gan'] != 0
@@ -63,7 +65,8 @@ def measure(config_name, device, batch_size, iters, vgg_path):
     seconds = statistics.median(times)
     memory = (f'peak GPU memory {torch.cuda.max_memory_allocated(device) / 1024 ** 3:.2f} GB'
               if device.type == 'cuda' else f'peak RSS {peak_rss_gb():.2f} GB (process so far)')
-    print(f'{config_name:12s} batch {batch_size:2d} GAN {"on " if gan else "off"}: {seconds:.2f} s/it '
+    precision = 'bf16' if autocast_dtype is not None else 'fp32'
+    print(f'{config_name:12s} {precision} batch {batch_size:2d} GAN {"on " if gan else "off"}: {seconds:.2f} s/it '
           f'(median of {iters}), {batch_size / seconds:.2f} images/s, {memory}', flush=True)
     return seconds
 
@@ -73,6 +76,8 @@ def main():
     parser.add_argument('--iters', type=int, default=3)
     parser.add_argument('--batch_size', type=int, default=2)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--bf16', action=argparse.BooleanOptionalAction, default=True,
+                        help='also time run.py --bf16 (bfloat16 autocast) against float32 (default: on)')
     opt = parser.parse_args()
     device = torch.device(opt.device)
     print(f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, '
@@ -85,6 +90,11 @@ def main():
         gan = measure('vox-adv-256', device, opt.batch_size, opt.iters, vgg_path)
         print(f'original on a 2-core CPU: 7.7 s/it without, 9.8 s/it with GAN -> ours: '
               f'{7.7 / no_gan:.2f}x and {9.8 / gan:.2f}x of that (machines vary by up to 2x)')
+        if opt.bf16:
+            fast = measure('vox-256', device, opt.batch_size, opt.iters, vgg_path, torch.bfloat16)
+            cartoon = measure('cartoon-64', device, 12, opt.iters, vgg_path)
+            cartoon_fast = measure('cartoon-64', device, 12, opt.iters, vgg_path, torch.bfloat16)
+            print(f'--bf16 speed-up: vox-256 {no_gan / fast:.2f}x, cartoon-64 {cartoon / cartoon_fast:.2f}x')
         if device.type == 'cuda':
             measure('vox-256', device, 16, opt.iters, vgg_path)
             measure('vox-adv-256', device, 16, opt.iters, vgg_path)

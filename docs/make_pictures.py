@@ -1,6 +1,9 @@
-"""Regenerates the README's multi-face picture with the bundled cartoon model:
+"""Regenerates the README's pictures made with the bundled cartoon model:
 
-    python docs/make_pictures.py      # -> docs/multi_face_cartoon.gif
+    python docs/make_pictures.py      # -> docs/multi_face_cartoon.gif, docs/part_swap.gif
+
+Part swap: the bundled source's whole face (its part-label map source-mask.png: face, eyes, brows,
+nose, mouth) into the bundled driving video, as the README's command; source | target | mask | result.
 
 Three cartoon identities (cartoon_faces.py, seed 2029) on one 384x160 canvas, their face boxes taken
 from the drawings' ground-truth part masks (the LBP cascade is tuned for photographs and does not
@@ -34,7 +37,20 @@ def cartoon_group(size=128, identities=(1, 3, 5), seed=2029, margin=16):
     return np.concatenate(tiles, axis=1), np.array(boxes, np.float64)
 
 
+def part_swap_picture():
+    import tempfile
+    import part_swap
+    out = REPO / 'docs' / 'part_swap.gif'
+    bundled = BUNDLED_DEFAULTS['checkpoint'].parent
+    with tempfile.TemporaryDirectory() as tmp:
+        part_swap.main(['--config', str(BUNDLED_DEFAULTS['config']), '--checkpoint', str(BUNDLED_DEFAULTS['checkpoint']),
+                        '--source_image', str(bundled / 'source.png'), '--target_video', str(bundled / 'driving.mp4'),
+                        '--source_mask', str(bundled / 'source-mask.png'), '--swap_index', '1,3,4,5,6', '--cpu',
+                        '--result_video', str(Path(tmp) / 'swap.mp4'), '--preview', str(out)])
+
+
 def main():
+    part_swap_picture()
     group, boxes = cartoon_group()
     generator, kp_detector = load_checkpoints(str(BUNDLED_DEFAULTS['config']), str(BUNDLED_DEFAULTS['checkpoint']),
                                               cpu=True)

@@ -641,6 +641,29 @@ _VISUALIZER = Section({
                       "gist_rainbow"),
 }, doc="visualisations")
 
+_SEGMENTATION_MODEL = Section({
+    "block_expansion": _req(_POS_INT, "channels of the hourglass's first block, doubled per level"),
+    "max_features": _req(_POS_INT, "channel cap of the hourglass"),
+    "num_blocks": _req(_POS_INT, "hourglass levels (frame sides must divide by 2 ** num_blocks)"),
+}, doc="the segmentation network (modules.segmentation.SegmentationNetwork)")
+
+_SEGMENTATION_TRAIN = Section({
+    "num_epochs": _req(_POS_INT, "number of training epochs"),
+    "num_repeats": _fill(_POS_INT, "random frames drawn from each training video per epoch", 1),
+    "batch_size": _req(_POS_INT, "frames per step"),
+    "lr": _req(_POSITIVE, "Adam learning rate"),
+    "epoch_milestones": _fill(ListOf(_NONNEG_INT), "divide the learning rate by 10 at these epochs", []),
+}, doc="training of the segmentation network")
+
+_SEGMENTATION = Section({
+    "part_names": _req(ListOf(Str(rule=_nonempty_rule), min_length=2, unique=True),
+                       "one name per label, the background (label 0) first"),
+    "annotations": _req(_PATH, "folder with <split>/<video>.npz files holding 'masks' (T, H, W) uint8 labels, "
+                               "one per frame of the dataset's frame-folder videos (cartoon_faces.py writes them)"),
+    "model_params": _req(_SEGMENTATION_MODEL, "the segmentation network"),
+    "train_params": _req(_SEGMENTATION_TRAIN, "its training (run.py --mode train_segmentation)"),
+}, doc="part segmentation for part_swap.py")
+
 #: The whole config: one source of truth for keys, types, requirements, defaults and descriptions.
 SCHEMA = Section({
     "dataset_params": _req(_DATASET, "the video dataset"),
@@ -649,6 +672,7 @@ SCHEMA = Section({
     "reconstruction_params": _fill(_RECONSTRUCTION, "reconstruction mode"),
     "animate_params": _fill(_ANIMATE, "animation mode"),
     "visualizer_params": _fill(_VISUALIZER, "visualisations"),
+    "segmentation_params": _opt(_SEGMENTATION, "part segmentation for part_swap.py"),
 }, doc="an FOMM config")
 
 

@@ -88,25 +88,33 @@ class OcclusionAwareGenerator(nn.Module):
         dense-motion network only 'prediction' (an auto-encoding of the source) is returned.
         """
         out = self.encode(source_image) if source_features is None else source_features
-
         output_dict = {}
         if self.dense_motion_network is not None:
-            dense_motion = self.dense_motion_network(source_image=source_image, kp_driving=kp_driving,
-                                                     kp_source=kp_source)
-            output_dict['mask'] = dense_motion['mask']
-            output_dict['sparse_deformed'] = dense_motion['sparse_deformed']
-            occlusion_map = dense_motion.get('occlusion_map')
-            if occlusion_map is not None:
-                output_dict['occlusion_map'] = occlusion_map
-
-            deformation = dense_motion['deformation']
-            out = self.deform_input(out, deformation)
-            if occlusion_map is not None:
-                if out.shape[2:] != occlusion_map.shape[2:]:
-                    occlusion_map = F.interpolate(occlusion_map, size=out.shape[2:], mode='bilinear',
-                                                  align_corners=False)
-                out = out * occlusion_map
-            output_dict['deformed'] = self.deform_input(source_image, deformation)
-
+            out, output_dict = self.warp_features(out, source_image, kp_driving, kp_source)
+            del output_dict['deformation']  # not in the original's output
         output_dict['prediction'] = self.decode(out)
         return output_dict
+
+    def warp_features(self, features, source_image, kp_driving, kp_source):
+        """The motion half of forward: the source's encoder features warped to the driving pose and
+        masked by the occlusion map (resized to the features' size).
+
+        Returns (warped features, {'mask', 'sparse_deformed', 'occlusion_map' if estimated,
+        'deformation': (B, h, w, 2), 'deformed'}) with the shapes of forward's docstring.
+        """
+        dense_motion = self.dense_motion_network(source_image=source_image, kp_driving=kp_driving,
+                                                 kp_source=kp_source)
+        output_dict = {'mask': dense_motion['mask'], 'sparse_deformed': dense_motion['sparse_deformed']}
+        occlusion_map = dense_motion.get('occlusion_map')
+        if occlusion_map is not None:
+            output_dict['occlusion_map'] = occlusion_map
+
+        deformation = output_dict['deformation'] = dense_motion['deformation']
+        out = self.deform_input(features, deformation)
+        if occlusion_map is not None:
+            if out.shape[2:] != occlusion_map.shape[2:]:
+                occlusion_map = F.interpolate(occlusion_map, size=out.shape[2:], mode='bilinear',
+                                              align_corners=False)
+            out = out * occlusion_map
+        output_dict['deformed'] = self.deform_input(source_image, deformation)
+        return out, output_dict

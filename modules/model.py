@@ -93,16 +93,35 @@ def _loss_weights(train_params):
     return weights
 
 
-class _TrainingStep(nn.Module):
-    """What both training steps hold: the three networks, the train params and the loss weights."""
+def float32(tree):
+    """Floating tensors in a (nested) dict cast to float32; everything else as it is."""
+    if isinstance(tree, dict):
+        return {key: float32(value) for key, value in tree.items()}
+    return tree.float() if torch.is_tensor(tree) and tree.is_floating_point() else tree
 
-    def __init__(self, kp_extractor, generator, discriminator, train_params):
+
+class _TrainingStep(nn.Module):
+    """What both training steps hold: the three networks, the train params and the loss weights.
+
+    autocast_dtype: None (float32, the original), or torch.bfloat16 / torch.float16: the generator, the
+    discriminator and the VGG19 run under torch.autocast of the inputs' device (mixed precision); the
+    keypoint detector, the equivariance warps and every loss reduction stay float32, and the returned
+    tensors are float32.
+    """
+
+    def __init__(self, kp_extractor, generator, discriminator, train_params, *, autocast_dtype=None):
         super().__init__()
         self.kp_extractor = kp_extractor
         self.generator = generator
         self.discriminator = discriminator
         self.train_params = train_params
         self.loss_weights = _loss_weights(train_params)
+        self.autocast_dtype = autocast_dtype
+
+    def _autocast(self, x, enabled=True):
+        """Autocast on x's device (a no-op without autocast_dtype); enabled=False: float32 inside."""
+        return torch.autocast(device_type=x.device.type, dtype=self.autocast_dtype,
+                              enabled=enabled and self.autocast_dtype is not None)
 
 
 class GeneratorFullModel(_TrainingStep):
@@ -119,8 +138,8 @@ class GeneratorFullModel(_TrainingStep):
     is downloaded here.
     """
 
-    def __init__(self, kp_extractor, generator, discriminator, train_params):
-        super().__init__(kp_extractor, generator, discriminator, train_params)
+    def __init__(self, kp_extractor, generator, discriminator, train_params, *, autocast_dtype=None):
+        super().__init__(kp_extractor, generator, discriminator, train_params, autocast_dtype=autocast_dtype)
         self.scales = train_params['scales']
         self.disc_scales = unwrap(discriminator).scales
         self.pyramid = ImagePyramide(self.scales, unwrap(generator).num_channels)
@@ -133,8 +152,17 @@ class GeneratorFullModel(_TrainingStep):
             load_vgg19_weights(self.vgg, train_params.get('vgg19_weights'))
 
     def forward(self, x):
-        kp_source = self.kp_extractor(x['source'])
-        kp_driving = self.kp_extractor(x['driving'])
+        with self._autocast(x['source']):
+            loss_values, generated = self._losses(x)
+        return float32(loss_values), float32(generated)
+
+    def _losses(self, x):
+        # Keypoints stay float32 under autocast: the heatmaps' sharp softmax (temperature 0.1) turns
+        # bfloat16 rounding into keypoint noise (measured on fixture-small: keypoint-detector gradients
+        # at cosine 0.70 to the float32 ones in bfloat16, 0.92 with float32 keypoints).
+        with self._autocast(x['source'], enabled=False):
+            kp_source = self.kp_extractor(x['source'])
+            kp_driving = self.kp_extractor(x['driving'])
         generated = self.generator(x['source'], kp_source=kp_source, kp_driving=kp_driving)
         generated.update({'kp_source': kp_source, 'kp_driving': kp_driving})
 
@@ -151,7 +179,7 @@ class GeneratorFullModel(_TrainingStep):
                 x_vgg = self.vgg(pyramide_generated['prediction_' + str(scale)], levels)
                 y_vgg = self.vgg(pyramide_real['prediction_' + str(scale)], levels)
                 for i, weight in enumerate(weights['perceptual'][:levels]):
-                    value = torch.abs(x_vgg[i] - y_vgg[i].detach()).mean()
+                    value = torch.abs(x_vgg[i].float() - y_vgg[i].detach().float()).mean()
                     value_total += weight * value
             loss_values['perceptual'] = value_total
 
@@ -161,7 +189,7 @@ class GeneratorFullModel(_TrainingStep):
             discriminator_maps_real = self.discriminator(pyramide_real, kp=detach_kp(kp_driving))
             value_total = 0
             for scale in self.disc_scales:
-                value = ((1 - discriminator_maps_generated['prediction_map_%s' % scale]) ** 2).mean()
+                value = ((1 - discriminator_maps_generated['prediction_map_%s' % scale].float()) ** 2).mean()
                 value_total += weights['generator_gan'] * value
             loss_values['gen_gan'] = value_total
 
@@ -173,27 +201,31 @@ class GeneratorFullModel(_TrainingStep):
                     for i, (a, b) in enumerate(zip(discriminator_maps_real[key], discriminator_maps_generated[key])):
                         if weights['feature_matching'][i] == 0:
                             continue
-                        value_total += weights['feature_matching'][i] * torch.abs(a - b).mean()
+                        value_total += weights['feature_matching'][i] * torch.abs(a.float() - b.float()).mean()
                 loss_values['feature_matching'] = value_total
 
         if (weights['equivariance_value'] + weights['equivariance_jacobian']) != 0:
-            transform = Transform(x['driving'].shape[0], **self.train_params['transform_params'])
-            transformed_frame = transform.transform_frame(x['driving'])
-            transformed_kp = self.kp_extractor(transformed_frame)
+            with self._autocast(x['driving'], enabled=False):  # warps, keypoints and losses in float32
+                transform = Transform(x['driving'].shape[0], **self.train_params['transform_params'])
+                transformed_frame = transform.transform_frame(x['driving'])
+                transformed_kp = self.kp_extractor(transformed_frame)
             generated['transformed_frame'] = transformed_frame
             generated['transformed_kp'] = transformed_kp
 
-            if weights['equivariance_value'] != 0:
-                value = torch.abs(kp_driving['value'] - transform.warp_coordinates(transformed_kp['value'])).mean()
-                loss_values['equivariance_value'] = weights['equivariance_value'] * value
+            with self._autocast(x['driving'], enabled=False):
+                kp_driving_32, transformed_kp_32 = float32(kp_driving), float32(transformed_kp)
+                if weights['equivariance_value'] != 0:
+                    value = torch.abs(kp_driving_32['value'] - transform.warp_coordinates(transformed_kp_32['value']))
+                    loss_values['equivariance_value'] = weights['equivariance_value'] * value.mean()
 
-            if weights['equivariance_jacobian'] != 0:
-                jacobian_transformed = torch.matmul(transform.jacobian(transformed_kp['value']),
-                                                    transformed_kp['jacobian'])
-                normed_driving = torch.inverse(kp_driving['jacobian'])
-                value = torch.matmul(normed_driving, jacobian_transformed)
-                eye = torch.eye(2, device=value.device, dtype=value.dtype).view(1, 1, 2, 2)
-                loss_values['equivariance_jacobian'] = weights['equivariance_jacobian'] * torch.abs(eye - value).mean()
+                if weights['equivariance_jacobian'] != 0:
+                    jacobian_transformed = torch.matmul(transform.jacobian(transformed_kp_32['value']),
+                                                        transformed_kp_32['jacobian'])
+                    normed_driving = torch.inverse(kp_driving_32['jacobian'])
+                    value = torch.matmul(normed_driving, jacobian_transformed)
+                    eye = torch.eye(2, device=value.device, dtype=value.dtype).view(1, 1, 2, 2)
+                    loss_values['equivariance_jacobian'] = (weights['equivariance_jacobian'] *
+                                                            torch.abs(eye - value).mean())
 
         return loss_values, generated
 
@@ -204,12 +236,16 @@ class DiscriminatorFullModel(_TrainingStep):
     x['driving'] is the real image; generated['prediction'] is detached here.
     """
 
-    def __init__(self, kp_extractor, generator, discriminator, train_params):
-        super().__init__(kp_extractor, generator, discriminator, train_params)
+    def __init__(self, kp_extractor, generator, discriminator, train_params, *, autocast_dtype=None):
+        super().__init__(kp_extractor, generator, discriminator, train_params, autocast_dtype=autocast_dtype)
         self.scales = unwrap(discriminator).scales
         self.pyramid = ImagePyramide(self.scales, unwrap(generator).num_channels)
 
     def forward(self, x, generated):
+        with self._autocast(x['driving']):
+            return float32(self._losses(x, generated))
+
+    def _losses(self, x, generated):
         pyramide_real = self.pyramid(x['driving'])
         pyramide_generated = self.pyramid(generated['prediction'].detach())
 
@@ -220,6 +256,6 @@ class DiscriminatorFullModel(_TrainingStep):
         value_total = 0
         for scale in self.scales:
             key = 'prediction_map_%s' % scale
-            value = (1 - discriminator_maps_real[key]) ** 2 + discriminator_maps_generated[key] ** 2
+            value = (1 - discriminator_maps_real[key].float()) ** 2 + discriminator_maps_generated[key].float() ** 2
             value_total += self.loss_weights['discriminator_gan'] * value.mean()
         return {'disc_gan': value_total}

@@ -55,8 +55,8 @@ def test_the_training_recipe_is_reproducible(tmp_path):
 
 
 def test_the_bundled_files_are_there_and_small():
-    for name in ('cartoon-64.pth.tar', 'source.png', 'driving.mp4', 'README.md', 'preview.gif', 'train.log',
-                 'quality.json'):
+    for name in ('cartoon-64.pth.tar', 'source.png', 'source-mask.png', 'driving.mp4', 'README.md', 'preview.gif',
+                 'train.log', 'quality.json', 'segmentation.pth.tar', 'segmentation.log'):
         assert (BUNDLED / name).is_file(), name
     assert CHECKPOINT.stat().st_size < 20e6
     checkpoint = torch.load(CHECKPOINT, weights_only=True)
@@ -98,7 +98,8 @@ def test_bare_demo_animates_the_bundled_samples(tmp_path):
 def quality(tmp_path_factory):
     """The model card's evaluation (benchmarks/cartoon_quality.py defaults), recomputed from the
     shipped checkpoint on a freshly generated dataset."""
-    return load_quality_module().evaluate(str(CONFIG), str(CHECKPOINT), work=tmp_path_factory.mktemp('quality'))
+    return load_quality_module().evaluate(str(CONFIG), str(CHECKPOINT), work=tmp_path_factory.mktemp('quality'),
+                                          segmentation_checkpoint=str(BUNDLED / 'segmentation.pth.tar'))
 
 
 def test_the_model_card_numbers_are_the_checkpoint_s(quality):
@@ -110,6 +111,13 @@ def test_the_model_card_numbers_are_the_checkpoint_s(quality):
         assert f'{card[key]:.4f}' in text, key
     for key in ('keypoint_error_px', 'constant_landmarks_error_px'):
         assert f'{card[key]:.2f} px' in text, key
+    assert quality['segmentation_mean_iou'] == pytest.approx(card['segmentation_mean_iou'], rel=0.01)
+    assert f"{card['segmentation_mean_iou']:.3f}" in text
+
+
+def test_the_bundled_segmenter_meets_the_iou_goal(quality):
+    assert quality['segmentation_mean_iou'] >= 0.8, quality['segmentation_iou']
+    assert set(quality['segmentation_iou']) == set(cartoon_faces.PARTS)
 
 
 def test_keypoints_track_the_ground_truth_landmarks(quality):

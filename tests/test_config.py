@@ -286,7 +286,8 @@ def test_schema_documents_every_key():
     # no model_params key is filled in
     assert not [d for d, key in entries.items() if d.startswith("model_params.") and key.fill]
     assert list(SCHEMA.keys) == ["dataset_params", "model_params", "train_params", "reconstruction_params",
-                                 "animate_params", "visualizer_params"]
+                                 "animate_params", "visualizer_params", "segmentation_params"]
+    assert not SCHEMA.keys["segmentation_params"].fill, "an optional section: FOMM configs do without it"
 
 
 def test_schema_defaults_of_model_keys_match_the_constructors():

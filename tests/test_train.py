@@ -209,3 +209,20 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path, vgg19_weights_fi
     assert all(torch.isfinite(v).all() for v in good['generator'].values() if v.is_floating_point())
     assert sorted(p.name for p in run_dir.glob('*.pth.tar')) == ['00000000-checkpoint.pth.tar',
                                                                  '00000001-checkpoint.pth.tar']
+
+
+def test_bf16_training_runs_and_saves_float32_checkpoints(tmp_path, vgg19_weights_file):
+    root = make_dataset(tmp_path / 'data', 'folder')
+    config = make_config(tmp_path, root, vgg19_weights_file, epochs=1)
+    out = run('--config', config, '--log_dir', tmp_path / 'log', '--cpu', '--num_workers', '0', '--bf16')
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'bfloat16 mixed precision' in out.stderr
+    folder = only_run_folder(tmp_path / 'log')
+    assert LOG_LINE.match((folder / 'log.txt').read_text().splitlines()[0])
+    checkpoint = read_checkpoint(folder / '00000000-checkpoint.pth.tar')
+    for name in ('generator', 'kp_detector', 'discriminator'):
+        assert {v.dtype for v in checkpoint[name].values() if v.is_floating_point()} == {torch.float32}, name
+
+    out = run('--config', config, '--log_dir', tmp_path / 'log', '--cpu', '--mode', 'reconstruction', '--bf16',
+              '--checkpoint', folder / '00000000-checkpoint.pth.tar')
+    assert '--bf16 is for --mode train only' in error_line(out)

@@ -1,0 +1,289 @@
+"""Part swap / face swap: a target video keeps its motion and everything else, but the chosen parts
+(the face, the hair, the lips...) come from the source image.
+
+    python part_swap.py --config config/cartoon-64.yaml --checkpoint pretrained/cartoon-64/cartoon-64.pth.tar \\
+        --source_image source.png --target_video target.mp4 --source_mask source-mask.png --swap_index 1
+
+As in motion-cosegmentation's part_swap.py, the swap happens in the generator's feature space; the
+motion is FOMM's (keypoints, dense motion, occlusion map). For every target frame:
+
+    out = decode(enc(target) * (1 - m) + warp(enc(source)) * occlusion * m)
+
+where m is the blend mask of the swapped parts, resized to the feature maps. It comes from (one of):
+  --source_mask IMAGE      the source's part-label map, moved to every target frame by the motion
+  --target_masks PATH      one label map per target frame (a folder of PNGs, or a black-and-white video)
+  --segmentation_checkpoint FILE   a segmentation network trained by run.py --mode train_segmentation
+  --segmenter MOD:FUNC     your own face parser: frames (B, 3, H, W) in [0, 1] -> soft masks (B, P+1, H, W)
+A mask image's pixel value is its part label (0 = background); a black-and-white mask is part 1.
+With a segmenter, --use_source_segmentation segments the source and moves its mask like
+--source_mask; by default every target frame is segmented. --hard uses 0/1 masks.
+
+The motion is absolute by default (the source's parts go where the target's are); --relative and
+--adapt_scale measure it from the first target frame as demo.py does.
+"""
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from animate import Animator, _tile, batched, default_batch_size, to_tensor, to_uint8
+from modules.errors import InputError, UserError
+from modules.segmentation import (LabelMapSegmenter, check_segmentation, label_map, label_map_segmentation,
+                                  load_network_segmenter, load_segmenter, parse_swap_index, part_mask)
+
+log = logging.getLogger('part_swap')
+
+
+class PartSwapper:
+    """Swaps parts of a source image into target frames, in the generator's feature space.
+
+    generator, kp_detector: a FOMM model in eval mode. source: (1, C, H, W) in [0, 1].
+    normalization_params: None = absolute motion (kp_source -> the target frame's keypoints), else
+    normalize_kp's flags, relative to the first target frame (as Animator).
+    """
+
+    def __init__(self, generator, kp_detector, source, normalization_params=None):
+        self.animator = Animator(generator, kp_detector, source, normalization_params)
+        self.generator = self.animator.generator
+        if self.generator.dense_motion_network is None:
+            raise InputError('part swap needs a generator with a dense-motion network (model_params.generator_params.'
+                             'dense_motion_params)')
+        self.device, self.dtype = self.animator.device, self.animator.dtype
+
+    @property
+    def source(self):
+        return self.animator.source
+
+    def __call__(self, frames, target_mask=None, source_mask=None):
+        """frames: (B, C, H, W) target frames in [0, 1]; exactly one of target_mask (B or 1, 1, H, W),
+        the blend mask in the target frames' coordinates, or source_mask (1, 1, H', W'), in the source
+        image's, moved to every frame by the deformation. Masks in [0, 1]: 1 takes the source.
+
+        Returns {'prediction': (B, C, H, W), 'blend_mask': (B, 1, H, W) in target coordinates,
+        'deformed': the source warped to each frame, 'occlusion_map' if the model has one}.
+        """
+        if (target_mask is None) == (source_mask is None):
+            raise ValueError('give exactly one of target_mask, source_mask')
+        with torch.inference_mode():
+            frames = frames.to(self.device, self.dtype)
+            batch = frames.shape[0]
+            kp_source, _, kp_target = self.animator.motion(frames)
+            warped, out = self.generator.warp_features(_tile(self.animator.source_features, batch),
+                                                       _tile(self.source, batch), kp_target, kp_source)
+            if source_mask is None:
+                blend_mask = target_mask.to(self.device, self.dtype).expand(batch, -1, -1, -1)
+            else:
+                source_mask = source_mask.to(self.device, self.dtype).expand(batch, -1, -1, -1)
+                blend_mask = self.generator.deform_input(source_mask, out['deformation'])
+                if blend_mask.shape[2:] != frames.shape[2:]:
+                    blend_mask = F.interpolate(blend_mask, size=frames.shape[2:], mode='bilinear', align_corners=False)
+            target_features = self.generator.encode(frames)
+            m = F.interpolate(blend_mask, size=warped.shape[2:], mode='bilinear', align_corners=False)
+            prediction = self.generator.decode(target_features * (1 - m) + warped * m)
+        result = {'prediction': prediction, 'blend_mask': blend_mask, 'deformed': out['deformed']}
+        if 'occlusion_map' in out:
+            result['occlusion_map'] = out['occlusion_map']
+        return result
+
+
+class MaskSource:
+    """Where the blend masks come from; `masks(frames)` -> (target_mask, source_mask) for one batch
+    of target frames (B, C, H, W) on the model's device (one of the two is None).
+
+    segmenter: a segmenter (modules.segmentation) or None; source: (1, C, H, W);
+    swap_index: part indices; target_masks: an iterator of (H, W) label maps, one per target frame,
+    or None; use_source_segmentation: segment the source once and move its mask with the motion.
+    """
+
+    def __init__(self, swap_index, source, segmenter=None, target_masks=None, use_source_segmentation=False,
+                 hard=False):
+        if (segmenter is None) == (target_masks is None):
+            raise InputError('give one mask source: --source_mask, --target_masks or --segmenter')
+        self.swap_index, self.hard = swap_index, hard
+        self.segmenter, self.target_masks = segmenter, target_masks
+        self.source_mask = None
+        if segmenter is not None and use_source_segmentation:
+            self.source_mask = part_mask(check_segmentation(segmenter(source), source), swap_index, hard)
+
+    def masks(self, frames):
+        if self.source_mask is not None:
+            return None, self.source_mask
+        if self.segmenter is not None:
+            segmentation = check_segmentation(self.segmenter(frames), frames)
+        else:
+            labels = [next(self.target_masks, None) for _ in range(frames.shape[0])]
+            if any(label is None for label in labels):
+                raise InputError('--target_masks has fewer masks than the target video has frames')
+            channels = max(self.swap_index) + 1
+            segmentation = torch.cat([label_map_segmentation(label, frames.shape[2:], channels)
+                                      for label in labels]).to(frames.device, frames.dtype)
+        return part_mask(segmentation, self.swap_index, self.hard), None
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+
+def read_mask_image(path):
+    """A mask image file -> (H, W) int64 labels (modules.segmentation.label_map)."""
+    from PIL import Image
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f'mask {path} not found: check the path')
+    try:
+        with Image.open(path) as image:
+            gray = np.asarray(image.convert('L') if image.mode not in ('L', 'P') else image)
+    except OSError as e:
+        raise InputError(f'{path}: cannot read it as an image ({e}); use a PNG') from e
+    return label_map(gray)
+
+
+def iter_target_masks(path):
+    """Label maps, one per frame, from a folder of images (sorted by name) or a video file."""
+    path = Path(path)
+    if path.is_dir():
+        from frames_dataset import FRAME_EXTENSIONS
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS)
+        if not files:
+            raise InputError(f'--target_masks {path}: no mask images in this folder')
+        return (read_mask_image(p) for p in files)
+    if not path.is_file():
+        raise InputError(f'--target_masks {path} not found: check the path')
+    from video_io import iter_video_frames
+    return (label_map(frame) for frame in iter_video_frames(path))
+
+
+def part_names_of(segmenter):
+    names = getattr(segmenter, 'part_names', None)
+    return tuple(names) if names else None
+
+
+def check_source_mask(labels, image, path):
+    """The source mask must have the source image's aspect ratio (it is resized with it)."""
+    if abs(labels.shape[0] * image.shape[1] - labels.shape[1] * image.shape[0]) > max(image.shape[:2]):
+        raise InputError(f'--source_mask {path} is {labels.shape[1]}x{labels.shape[0]} but the source image is '
+                         f'{image.shape[1]}x{image.shape[0]}: give the mask of that image')
+
+
+def make_part_swap(opt):
+    """Runs part swap for parsed options; returns the result path."""
+    from demo import (driving_frames, even_size, fit_source_image, load_checkpoints, load_source_image, open_result,
+                      side_by_side)
+    from modules.config import load_config
+    from modules.util import fold_batchnorm
+    from video_io import read_video_meta
+
+    sources = [flag for flag, value in (('--source_mask', opt.source_mask), ('--target_masks', opt.target_masks),
+                                        ('--segmenter', opt.segmenter),
+                                        ('--segmentation_checkpoint', opt.segmentation_checkpoint)) if value]
+    if len(sources) != 1:
+        raise InputError('give exactly one mask source: --source_mask IMAGE, --target_masks PATH, --segmenter '
+                         f'MODULE:FUNCTION or --segmentation_checkpoint FILE (got {", ".join(sources) or "none"})')
+    if opt.use_source_segmentation and not (opt.segmenter or opt.segmentation_checkpoint):
+        raise InputError('--use_source_segmentation goes with a segmenter (--source_mask is always the source\'s)')
+    for flag, path in (('--config', opt.config), ('--checkpoint', opt.checkpoint),
+                       ('--source_image', opt.source_image), ('--target_video', opt.target_video),
+                       ('--segmentation_checkpoint', opt.segmentation_checkpoint)):
+        if path is not None and not Path(path).is_file():
+            raise InputError(f'{flag} {path} not found: check the path')
+    meta = read_video_meta(opt.target_video)
+    config = load_config(opt.config)
+    size = tuple(config['dataset_params']['frame_shape'][:2])
+    image = load_source_image(opt.source_image)
+    source_image = fit_source_image(image, size, opt.source_image)
+    cpu = opt.cpu or not torch.cuda.is_available()
+    generator, kp_detector = load_checkpoints(opt.config, opt.checkpoint, cpu=cpu)
+    fold_batchnorm(generator)
+    fold_batchnorm(kp_detector)
+    normalization = None
+    if opt.relative or opt.adapt_scale:
+        normalization = dict(use_relative_movement=opt.relative, use_relative_jacobian=opt.relative,
+                             adapt_movement_scale=opt.adapt_scale)
+    swapper = PartSwapper(generator, kp_detector, to_tensor(source_image), normalization)
+
+    segmenter, target_masks = None, None
+    if opt.source_mask:
+        labels = read_mask_image(opt.source_mask)
+        check_source_mask(labels, image, opt.source_mask)
+        segmenter, opt.use_source_segmentation = LabelMapSegmenter(labels), True
+    elif opt.target_masks:
+        target_masks = iter_target_masks(opt.target_masks)
+    elif opt.segmentation_checkpoint:
+        segmenter = load_network_segmenter(config, opt.segmentation_checkpoint, swapper.device)
+    else:
+        segmenter = load_segmenter(opt.segmenter)
+    swap_index = parse_swap_index(opt.swap_index, part_names_of(segmenter))
+    masks = MaskSource(swap_index, swapper.source, segmenter, target_masks, opt.use_source_segmentation, opt.hard)
+    log.info('swapping part(s) %s of %s into %s', ','.join(map(str, swap_index)), opt.source_image, opt.target_video)
+
+    batch_size = opt.batch_size or default_batch_size(swapper.device)
+    with open_result(opt.result_video, meta, opt.preview, opt.target_video if opt.audio else None,
+                     desc='swapping') as (writer, preview, progress):
+        for frames in batched(driving_frames(opt.target_video, size), batch_size):
+            batch = to_tensor(np.stack(frames), swapper.device)
+            target_mask, source_mask = masks.masks(batch)
+            out = swapper(batch, target_mask=target_mask, source_mask=source_mask)
+            predictions = out['prediction'].permute(0, 2, 3, 1).float().cpu().numpy()
+            blend = out['blend_mask'].expand(-1, 3, -1, -1).permute(0, 2, 3, 1).float().cpu().numpy()
+            for target, mask, prediction in zip(frames, blend, predictions):
+                writer.write(even_size(to_uint8(prediction)))
+                if preview is not None:
+                    preview.write(even_size(side_by_side([source_image, target, mask, prediction])))
+            progress.update(len(frames))
+    return Path(opt.result_video)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog='\n\n'.join(__doc__.split('\n\n')[2:]))
+    parser.add_argument('--config', required=True, help='the FOMM model\'s config (e.g. config/cartoon-64.yaml)')
+    parser.add_argument('--checkpoint', required=True, help='its checkpoint')
+    parser.add_argument('--source_image', required=True, help='image whose parts are swapped in')
+    parser.add_argument('--target_video', required=True, help='video that keeps its motion and the other parts')
+    parser.add_argument('--result_video', default='result.mp4', help='output mp4, the target\'s fps (default: %(default)s)')
+    parser.add_argument('--swap_index', default='1',
+                        help='parts to take from the source: numbers (1,2,5) or, with a segmenter that names its '
+                             'parts, names (face,hair) (default: %(default)s)')
+    parser.add_argument('--source_mask', default=None, help='the source image\'s part-label map (an image)')
+    parser.add_argument('--target_masks', default=None,
+                        help='one part-label map per target frame: a folder of images or a black-and-white video')
+    parser.add_argument('--segmenter', default=None,
+                        help='MODULE:FUNCTION or FILE.py:FUNCTION, a callable frames (B, 3, H, W) in [0, 1] -> soft '
+                             'masks (B, P+1, H, W), channel 0 the background (a class is instantiated first)')
+    parser.add_argument('--segmentation_checkpoint', default=None,
+                        help='a segmentation network trained by run.py --mode train_segmentation with --config\'s '
+                             'segmentation_params (its part_names work in --swap_index), e.g. '
+                             'pretrained/cartoon-64/segmentation.pth.tar')
+    parser.add_argument('--use_source_segmentation', action='store_true',
+                        help='segment the source (not every target frame) and move its mask with the motion')
+    parser.add_argument('--hard', action='store_true', help='0/1 masks (the argmax part per pixel), not soft ones')
+    parser.add_argument('--relative', action='store_true',
+                        help='motion relative to the first target frame (default: absolute keypoints)')
+    parser.add_argument('--adapt_scale', action='store_true', help='scale the relative motion as demo.py does')
+    parser.add_argument('--preview', default=None,
+                        help='also write a source | target | mask | result .gif or .mp4 here')
+    parser.add_argument('--batch_size', type=int, default=None, help='target frames per forward pass')
+    parser.add_argument('--cpu', action='store_true', help='run on the CPU even if CUDA is available')
+    parser.add_argument('--audio', action='store_true', help='copy the target video\'s audio into the result')
+    return parser
+
+
+def main(argv=None):
+    opt = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    try:
+        result = make_part_swap(opt)
+    except UserError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print(f'wrote {result}' + (f' and {opt.preview}' if opt.preview else ''))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
