@@ -22,8 +22,9 @@ def record_grads_before_step(optimizer, params, into):
     optimizer.step = recording_step
 
 
-@pytest.fixture(scope='module')
-def step_result(fixture_config, vgg19_weights_file, ref):
+def fixture_iteration(fixture_config, vgg19_weights_file, ref, autocast_dtype=None):
+    """One train_step on fixture-small from its checkpoint -> (models, losses, grads seen by each
+    optimizer step, generated)."""
     import copy
     train_params = copy.deepcopy(fixture_config['train_params'])
     train_params['vgg19_weights'] = str(vgg19_weights_file)
@@ -34,13 +35,17 @@ def step_result(fixture_config, vgg19_weights_file, ref):
     for name, model in models.items():
         record_grads_before_step(optimizers[f'optimizer_{name}'],
                                  [(f'{name}/{p}', t) for p, t in model.named_parameters()], grads)
-    gf = GeneratorFullModel(models['kp_detector'], models['generator'], models['discriminator'], train_params)
-    df = DiscriminatorFullModel(models['kp_detector'], models['generator'], models['discriminator'], train_params)
-    gf.train()
-    df.train()
+    args = (models['kp_detector'], models['generator'], models['discriminator'], train_params)
+    gf = GeneratorFullModel(*args, autocast_dtype=autocast_dtype).train()
+    df = DiscriminatorFullModel(*args, autocast_dtype=autocast_dtype).train()
     torch.manual_seed(TRAIN_SEED)
     losses, generated = train_step(train_batch(ref), gf, df, optimizers, train_discriminator=True)
-    return models, losses, grads
+    return models, losses, grads, generated
+
+
+@pytest.fixture(scope='module')
+def step_result(fixture_config, vgg19_weights_file, ref):
+    return fixture_iteration(fixture_config, vgg19_weights_file, ref)[:3]
 
 
 def test_losses(step_result, ref):
@@ -77,21 +82,7 @@ def test_buffers_after_the_step(step_result, ref):
 def test_bfloat16_autocast_step_stays_close_to_the_float32_one(fixture_config, vgg19_weights_file, ref):
     """run.py --bf16: the same iteration under bfloat16 autocast gives the reference losses within
     mixed-precision error, float32 outputs, and gradients pointing the same way as the reference's."""
-    import copy
-    train_params = copy.deepcopy(fixture_config['train_params'])
-    train_params['vgg19_weights'] = str(vgg19_weights_file)
-    models = build_models(fixture_config['model_params'])
-    load_state(FIXTURE_DIR / 'checkpoint.pth.tar', models)
-    optimizers = make_optimizers(train_params, models['generator'], models['discriminator'], models['kp_detector'])
-    grads = {}
-    for name, model in models.items():
-        record_grads_before_step(optimizers[f'optimizer_{name}'],
-                                 [(f'{name}/{p}', t) for p, t in model.named_parameters()], grads)
-    args = (models['kp_detector'], models['generator'], models['discriminator'], train_params)
-    gf = GeneratorFullModel(*args, autocast_dtype=torch.bfloat16).train()
-    df = DiscriminatorFullModel(*args, autocast_dtype=torch.bfloat16).train()
-    torch.manual_seed(TRAIN_SEED)
-    losses, generated = train_step(train_batch(ref), gf, df, optimizers, train_discriminator=True)
+    _, losses, grads, generated = fixture_iteration(fixture_config, vgg19_weights_file, ref, torch.bfloat16)
 
     assert generated['prediction'].dtype == torch.float32
     assert generated['kp_driving']['jacobian'].dtype == torch.float32
