@@ -209,19 +209,17 @@ class GeneratorFullModel(_TrainingStep):
                 transform = Transform(x['driving'].shape[0], **self.train_params['transform_params'])
                 transformed_frame = transform.transform_frame(x['driving'])
                 transformed_kp = self.kp_extractor(transformed_frame)
-            generated['transformed_frame'] = transformed_frame
-            generated['transformed_kp'] = transformed_kp
+                generated['transformed_frame'] = transformed_frame
+                generated['transformed_kp'] = transformed_kp
 
-            with self._autocast(x['driving'], enabled=False):
-                kp_driving_32, transformed_kp_32 = float32(kp_driving), float32(transformed_kp)
                 if weights['equivariance_value'] != 0:
-                    value = torch.abs(kp_driving_32['value'] - transform.warp_coordinates(transformed_kp_32['value']))
+                    value = torch.abs(kp_driving['value'] - transform.warp_coordinates(transformed_kp['value']))
                     loss_values['equivariance_value'] = weights['equivariance_value'] * value.mean()
 
                 if weights['equivariance_jacobian'] != 0:
-                    jacobian_transformed = torch.matmul(transform.jacobian(transformed_kp_32['value']),
-                                                        transformed_kp_32['jacobian'])
-                    normed_driving = torch.inverse(kp_driving_32['jacobian'])
+                    jacobian_transformed = torch.matmul(transform.jacobian(transformed_kp['value']),
+                                                        transformed_kp['jacobian'])
+                    normed_driving = torch.inverse(kp_driving['jacobian'])
                     value = torch.matmul(normed_driving, jacobian_transformed)
                     eye = torch.eye(2, device=value.device, dtype=value.dtype).view(1, 1, 2, 2)
                     loss_values['equivariance_jacobian'] = (weights['equivariance_jacobian'] *
