@@ -253,15 +253,20 @@ def make_animator(opt, image, size, generator, kp_detector):
     return animator, image
 
 
+def check_files(*flags):
+    """(flag, path or None) pairs: InputError naming the first given path that is not a file."""
+    for flag, path in flags:
+        if path is not None and not Path(path).is_file():
+            raise InputError(f'{flag} {path} not found: check the path')
+
+
 def make_demo(opt):
     """Runs the demo for parsed options; returns the result path."""
     from video_io import read_video_meta
 
     check_options(opt)
-    for flag, path in (('--config', opt.config), ('--checkpoint', opt.checkpoint),
-                       ('--source_image', opt.source_image), ('--driving_video', opt.driving_video)):
-        if not Path(path).is_file():
-            raise InputError(f'{flag} {path} not found: check the path')
+    check_files(('--config', opt.config), ('--checkpoint', opt.checkpoint), ('--source_image', opt.source_image),
+                ('--driving_video', opt.driving_video))
     meta = read_video_meta(opt.driving_video)
     config = load_config(opt.config)
     size = tuple(config['dataset_params']['frame_shape'][:2])
@@ -387,16 +392,21 @@ def resolve_defaults(opt):
     return opt
 
 
-def main(argv=None):
-    opt = resolve_defaults(build_parser().parse_args(argv))
+def run_entry_point(make, opt):
+    """An entry point's body: `make(opt)` -> the result path, printed with the preview's; a UserError
+    is one 'error: ...' line and exit status 2."""
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     try:
-        result = make_demo(opt)
+        result = make(opt)
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     print(f'wrote {result}' + (f' and {opt.preview}' if opt.preview else ''))
     return 0
+
+
+def main(argv=None):
+    return run_entry_point(make_demo, resolve_defaults(build_parser().parse_args(argv)))
 
 
 if __name__ == '__main__':

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from animate import Animator, _tile, batched, default_batch_size, to_tensor, to_uint8
-from modules.errors import InputError, UserError
+from modules.errors import InputError
 from modules.segmentation import (LabelMapSegmenter, check_segmentation, label_map, label_map_segmentation,
                                   load_network_segmenter, load_segmenter, parse_swap_index, part_mask)
 
@@ -171,8 +171,8 @@ def check_source_mask(labels, image, path):
 
 def make_part_swap(opt):
     """Runs part swap for parsed options; returns the result path."""
-    from demo import (driving_frames, even_size, fit_source_image, load_checkpoints, load_source_image, open_result,
-                      side_by_side)
+    from demo import (check_files, driving_frames, even_size, fit_source_image, load_checkpoints, load_source_image,
+                      open_result, side_by_side)
     from modules.config import load_config
     from modules.util import fold_batchnorm
     from video_io import read_video_meta
@@ -185,11 +185,8 @@ def make_part_swap(opt):
                          f'MODULE:FUNCTION or --segmentation_checkpoint FILE (got {", ".join(sources) or "none"})')
     if opt.use_source_segmentation and not (opt.segmenter or opt.segmentation_checkpoint):
         raise InputError('--use_source_segmentation goes with a segmenter (--source_mask is always the source\'s)')
-    for flag, path in (('--config', opt.config), ('--checkpoint', opt.checkpoint),
-                       ('--source_image', opt.source_image), ('--target_video', opt.target_video),
-                       ('--segmentation_checkpoint', opt.segmentation_checkpoint)):
-        if path is not None and not Path(path).is_file():
-            raise InputError(f'{flag} {path} not found: check the path')
+    check_files(('--config', opt.config), ('--checkpoint', opt.checkpoint), ('--source_image', opt.source_image),
+                ('--target_video', opt.target_video), ('--segmentation_checkpoint', opt.segmentation_checkpoint))
     meta = read_video_meta(opt.target_video)
     config = load_config(opt.config)
     size = tuple(config['dataset_params']['frame_shape'][:2])
@@ -274,15 +271,8 @@ def build_parser():
 
 
 def main(argv=None):
-    opt = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
-    try:
-        result = make_part_swap(opt)
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    print(f'wrote {result}' + (f' and {opt.preview}' if opt.preview else ''))
-    return 0
+    from demo import run_entry_point
+    return run_entry_point(make_part_swap, build_parser().parse_args(argv))
 
 
 if __name__ == '__main__':

@@ -112,6 +112,12 @@ def open_run_folder(opt, log_dir):
     logging.getLogger().addHandler(handler)
 
 
+def log_command(argv):
+    """Logs the command line that started this run (argv: main's, or None for sys.argv)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    log.info('command: %s', ' '.join(shlex.quote(str(a)) for a in ['python', 'run.py', *args]))
+
+
 def segmentation_run(opt, config, device, argv):
     """--mode train_segmentation: the config's segmentation network, trained in a new run folder."""
     from modules.segmentation import build_segmentation_network
@@ -124,9 +130,8 @@ def segmentation_run(opt, config, device, argv):
                                          config['model_params']['common_params']['num_channels']).to(device)
     log_dir = run_folder(opt, None)
     open_run_folder(opt, log_dir)
-    args = sys.argv[1:] if argv is None else list(argv)
     log.info('segmentation training %s on %s, seed %d; run folder: %s', opt.config, device, opt.seed, log_dir)
-    log.info('command: %s', ' '.join(shlex.quote(str(a)) for a in ['python', 'run.py', *args]))
+    log_command(argv)
     train_segmentation(config, network, log_dir, device, num_workers=opt.num_workers)
     return log_dir
 
@@ -185,8 +190,7 @@ def main(argv=None):
             log.info('training %s on %s%s%s, seed %d; run folder: %s', opt.config, device,
                      f' x {distributed["world_size"]} processes' if distributed else '',
                      ', bfloat16 mixed precision' if opt.bf16 else '', opt.seed, log_dir)
-            args = sys.argv[1:] if argv is None else list(argv)
-            log.info('command: %s', ' '.join(shlex.quote(str(a)) for a in ['python', 'run.py', *args]))
+            log_command(argv)
             train(config, models['generator'], models['discriminator'], models['kp_detector'],
                   weights if opt.checkpoint else None, str(log_dir), dataset, opt.device_ids, device=device,
                   init=weights if opt.init else None,
