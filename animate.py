@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from modules.util import fold_batchnorm, unwrap
+from modules.inference import prepare_fast
+from modules.util import unwrap
 
 log = logging.getLogger(__name__)
 
@@ -146,17 +147,17 @@ class Animator:
     `set_initial` chose another one. With adapt_movement_scale, each source gets its own scale
     (adapt_movement_scale_factors: its own keypoints' hull against the initial driving frame's), not
     batch element 0's as the original's normalize_kp would give every element of a batch.
-    fast: a channels-last copy of the generator runs under bfloat16 (CPU) / float16 (CUDA) autocast;
-    the keypoint detector stays float32 (its sharp softmax would make keypoints jitter).
+    fast: a channels-last copy of the generator runs under bfloat16 (CPU) / float16 (CUDA) autocast,
+    on x86 CPUs with its residual blocks in int8 (modules/inference.py); the keypoint detector stays float32 (its sharp softmax would make keypoints jitter).
     The models should be in eval mode (train-mode batch norm would mix the frames of a batch).
     """
 
     def __init__(self, generator, kp_detector, source, normalization_params=None, fast=False):
         self.generator, self.kp_detector = unwrap(generator), unwrap(kp_detector)
-        if fast:  # a copy, so the caller's model keeps its layout and batch norms
-            self.generator = fold_batchnorm(copy.deepcopy(self.generator)).to(memory_format=torch.channels_last)
         parameter = next(self.generator.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
+        if fast:  # a copy, so the caller's model keeps its layout, batch norms and dtype
+            self.generator = prepare_fast(copy.deepcopy(self.generator), self._autocast_dtype())
         self.normalization_params = normalization_params
         self.fast = fast
         with torch.inference_mode():
@@ -168,11 +169,13 @@ class Animator:
         self.kp_driving_initial = None
         self.movement_scale = None  # (N, 1, 1), once kp_driving_initial is known
 
+    def _autocast_dtype(self):
+        return torch.float16 if self.device.type == 'cuda' else torch.bfloat16
+
     def _autocast(self):
         if not self.fast:
             return contextlib.nullcontext()
-        dtype = torch.float16 if self.device.type == 'cuda' else torch.bfloat16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return torch.autocast(device_type=self.device.type, dtype=self._autocast_dtype())
 
     def _layout(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.fast else x

@@ -174,7 +174,7 @@ def make_part_swap(opt):
     from demo import (check_files, driving_frames, even_size, fit_source_image, load_checkpoints, load_source_image,
                       open_result, side_by_side)
     from modules.config import load_config
-    from modules.util import fold_batchnorm
+    from modules.inference import optimize_for_inference
     from video_io import read_video_meta
 
     sources = [flag for flag, value in (('--source_mask', opt.source_mask), ('--target_masks', opt.target_masks),
@@ -194,8 +194,8 @@ def make_part_swap(opt):
     source_image = fit_source_image(image, size, opt.source_image)
     cpu = opt.cpu or not torch.cuda.is_available()
     generator, kp_detector = load_checkpoints(opt.config, opt.checkpoint, cpu=cpu)
-    fold_batchnorm(generator)
-    fold_batchnorm(kp_detector)
+    optimize_for_inference(generator)
+    optimize_for_inference(kp_detector)
     normalization = None
     if opt.relative or opt.adapt_scale:
         normalization = dict(use_relative_movement=opt.relative, use_relative_jacobian=opt.relative,

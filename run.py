@@ -26,7 +26,7 @@ from modules.build import build_models
 from modules.checkpoint import load_state, read_checkpoint
 from modules.config import load_config
 from modules.errors import UserError
-from modules.util import fold_batchnorm
+from modules.inference import optimize_for_inference
 from modules.vgg import fetch_vgg19_weights
 
 log = logging.getLogger('run')
@@ -197,9 +197,10 @@ def main(argv=None):
                   num_workers=opt.num_workers, distributed=distributed,
                   autocast_dtype=torch.bfloat16 if opt.bf16 else None)
         else:
-            # Inference only: batch norms folded into the convolutions (a rounding-level change), and
+            # Inference only: batch norms folded, upsampling convolutions at low resolution (a
+            # rounding-level change: modules/inference.py), and
             # checkpoint=None: the weights were loaded (strictly) above.
-            generator, kp_detector = (fold_batchnorm(models[n].eval()) for n in ('generator', 'kp_detector'))
+            generator, kp_detector = (optimize_for_inference(models[n].eval()) for n in ('generator', 'kp_detector'))
             if opt.mode == 'reconstruction':
                 from reconstruction import reconstruction
                 reconstruction(config, generator, kp_detector, None, str(log_dir), dataset)

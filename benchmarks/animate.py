@@ -3,11 +3,13 @@ weights), on this machine, measured in one run, interleaved after a warm-up:
 
   (a) the original's per-frame algorithm (the yardstick: every frame re-encodes the source and runs
       the keypoint detector and generator with batch 1),
-  (b) our default path as demo.py runs it (source keypoints and features once; batch norms folded
-      into the convolutions; batches of driving frames on CUDA),
-  (c) fast mode (a channels-last generator under bfloat16 autocast on CPU, float16 on CUDA),
+  (b) our default path as demo.py runs it (source keypoints and features once per video, timed
+      apart as setup; modules/inference.py's exact rewrites; batches of driving frames on CUDA),
+  (c) fast mode (a channels-last generator under bfloat16 autocast on CPU, float16 on CUDA, its
+      residual blocks in int8 on x86 CPUs),
 
-with the ratios and the PSNR of (c) against (b). Then the peak RSS of demo.py (streaming) on a
+with the ratios and the PSNR of (c) against (b), with these random weights and with the bundled
+model's. Then the peak RSS of demo.py (streaming) on a
 200-frame and a 2000-frame 64x64 video with the small fixture model.
 
 With --faces, instead: multi-face animation (multi_face.FaceAnimator, paste-back included) of a
@@ -35,7 +37,7 @@ from animate import normalize_kp  # noqa: E402
 from demo import Animator, batched, default_batch_size  # noqa: E402
 from modules.build import build_models  # noqa: E402
 from modules.config import load_config  # noqa: E402
-from modules.util import fold_batchnorm  # noqa: E402
+from modules.inference import optimize_for_inference  # noqa: E402
 
 
 def per_frame_original(source_image, frames, generator, kp_detector, device):
@@ -54,12 +56,39 @@ def per_frame_original(source_image, frames, generator, kp_detector, device):
     return out
 
 
-def ours(source_image, frames, generator, kp_detector, device, fast=False):
-    animator = Animator(source_image, generator, kp_detector, relative=True, adapt_movement_scale=True, fast=fast)
+def ours(animator, frames, device, fast=False):
+    """demo.py's loop over one animator (made once per video: see setup_seconds)."""
+    animator.core.kp_driving_initial = animator.core.movement_scale = None  # a new video
     out = []
     for batch in batched(frames, default_batch_size(device, fast)):
         out.extend(animator(np.stack(batch)))
     return out
+
+
+def setup_seconds(make, rounds=3):
+    """Median seconds of `make()` (an Animator's one-time work: the source's keypoints and features;
+    with --fast also the generator's fast copy) -> (seconds, the last result)."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        result = make()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def bundled_model_psnr():
+    """PSNR of --fast against the exact path with the bundled model's weights on its sample (real
+    weights: random ones say little about how int8 and bfloat16 rounding add up)."""
+    import imageio.v3 as iio
+    import demo
+    folder = REPO / 'pretrained' / 'cartoon-64'
+    generator, kp_detector = demo.load_checkpoints(REPO / 'config' / 'cartoon-64.yaml', folder / 'cartoon-64.pth.tar',
+                                                   cpu=True)
+    source = iio.imread(folder / 'source.png')[..., :3] / 255.0
+    frames = np.stack(list(iio.imiter(folder / 'driving.mp4'))) / 255.0
+    results = [Animator(source, generator, kp_detector, relative=True, adapt_movement_scale=True, fast=fast)(frames)
+               for fast in (False, True)]
+    return psnr(*results), len(frames)
 
 
 def time_runs(runs, rounds, frames, device):
@@ -133,9 +162,10 @@ def main():
     config = load_config(REPO / 'config' / 'vox-256.yaml')
     models = build_models(config['model_params'], names=['generator', 'kp_detector'], device=device)
     generator, kp_detector = models['generator'].eval(), models['kp_detector'].eval()
-    # demo.py animates with the batch norms folded into the convolutions (inference only)
-    folded_generator = fold_batchnorm(copy.deepcopy(generator))
-    folded_kp_detector = fold_batchnorm(copy.deepcopy(kp_detector))
+    # demo.py animates with modules/inference.py's exact rewrites (batch norms folded, low-resolution
+    # upsampling convolutions)
+    folded_generator = optimize_for_inference(copy.deepcopy(generator))
+    folded_kp_detector = optimize_for_inference(copy.deepcopy(kp_detector))
     rng = np.random.default_rng(0)
     source = rng.random((256, 256, 3), dtype=np.float32)
     frames = [np.roll(source, shift=(2 * t, 3 * t), axis=(0, 1)) for t in range(opt.frames)]
@@ -145,17 +175,24 @@ def main():
         faces_benchmark(folded_generator, folded_kp_detector, device, opt.frames, opt.rounds)
         return
 
+    setup, animators = {}, {}
+    for fast in (False, True):
+        setup[fast], animators[fast] = setup_seconds(lambda: Animator(
+            source, folded_generator, folded_kp_detector, relative=True, adapt_movement_scale=True, fast=fast))
     runs = {'original per-frame': lambda: per_frame_original(source, frames, generator, kp_detector, device),
-            'ours (default)': lambda: ours(source, frames, folded_generator, folded_kp_detector, device),
-            'ours --fast': lambda: ours(source, frames, folded_generator, folded_kp_detector, device, fast=True)}
+            'ours (default)': lambda: ours(animators[False], frames, device),
+            'ours --fast': lambda: ours(animators[True], frames, device, fast=True)}
     results, times = time_runs(runs, opt.rounds, opt.frames, device)
     base = times['original per-frame']
     for name in runs:
         t = times[name]
         print(f'{name:20s} {t:.3f} s/frame  {base / t:.2f}x the per-frame yardstick  (median of {opt.rounds})')
+    print(f'one-time setup per video (source keypoints and features): {setup[False]:.2f} s; with --fast (also the '
+          f'generator\'s fast copy): {setup[True]:.2f} s')
     exact_diff = np.abs(np.stack(results['ours (default)']) - np.stack(results['original per-frame'])).max()
     print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; fast mode PSNR vs exact: '
-          f'{psnr(results["ours --fast"], results["ours (default)"]):.1f} dB')
+          f'{psnr(results["ours --fast"], results["ours (default)"]):.1f} dB (random weights), '
+          '{:.1f} dB (bundled cartoon-64 model on its {} sample frames)'.format(*bundled_model_psnr()))
     with tempfile.TemporaryDirectory() as tmp:
         small, large = peak_rss_of_demo(200, tmp), peak_rss_of_demo(2000, tmp)
         print(f'demo.py peak RSS at 64x64: {small:.0f} MB for 200 frames, {large:.0f} MB for 2000 frames '

@@ -1,31 +1,64 @@
-"""Builds the three networks from a config's `model_params`, exactly as the original run.py does."""
+"""Builds a motion model's networks from a config's `model_params`, exactly as the original run.py
+(FOMM's or TPSMM's) does."""
 import contextlib
 
 import torch
 
+from modules.config import motion_model
 from modules.discriminator import MultiScaleDiscriminator
 from modules.generator import OcclusionAwareGenerator
 from modules.keypoint_detector import KPDetector
 
-MODEL_NAMES = ('generator', 'discriminator', 'kp_detector')
+MODEL_NAMES = ('generator', 'discriminator', 'kp_detector')  # FOMM
+TPS_MODEL_NAMES = ('inpainting_network', 'dense_motion_network', 'kp_detector', 'bg_predictor', 'avd_network')
 
 
-def build_models(model_params, names=MODEL_NAMES, device=None):
-    """model_params: a config's `model_params` section -> {name: nn.Module} for the requested names.
+def model_names(model_params):
+    """The networks a config describes: FOMM's three, or TPSMM's (bg_predictor only with common_params.bg)."""
+    if motion_model(model_params) == 'fomm':
+        return MODEL_NAMES
+    bg = model_params['common_params'].get('bg', False)
+    return tuple(name for name in TPS_MODEL_NAMES if bg or name != 'bg_predictor')
 
-    generator     = OcclusionAwareGenerator(**generator_params, **common_params)
-    discriminator = MultiScaleDiscriminator(**discriminator_params, **common_params)
-    kp_detector   = KPDetector(**kp_detector_params, **common_params)
+
+def _tps_makers(model_params):
+    from modules import tpsmm
+    common = model_params['common_params']
+    return {
+        'inpainting_network': lambda: tpsmm.InpaintingNetwork(**model_params['generator_params'], **common),
+        'dense_motion_network': lambda: tpsmm.DenseMotionNetwork(**common, **model_params['dense_motion_params']),
+        'kp_detector': lambda: tpsmm.KPDetector(**common),
+        'bg_predictor': tpsmm.BGMotionPredictor,
+        'avd_network': lambda: tpsmm.AVDNetwork(num_tps=common['num_tps'], **model_params.get('avd_network_params', {})),
+    }
+
+
+def build_models(model_params, names=None, device=None):
+    """model_params: a config's `model_params` section -> {name: nn.Module} for the requested names
+    (default: model_names(model_params)).
+
+    FOMM:  generator     = OcclusionAwareGenerator(**generator_params, **common_params)
+           discriminator = MultiScaleDiscriminator(**discriminator_params, **common_params)
+           kp_detector   = KPDetector(**kp_detector_params, **common_params)
+    TPSMM: inpainting_network   = InpaintingNetwork(**generator_params, **common_params)
+           dense_motion_network = DenseMotionNetwork(**common_params, **dense_motion_params)
+           kp_detector          = KPDetector(**common_params)
+           bg_predictor         = BGMotionPredictor()
+           avd_network          = AVDNetwork(num_tps, **avd_network_params)
 
     device: where parameters are created; 'meta' builds shape-only models (no memory, no init cost),
     which is how checkpoint key lists are compared against every official config.
     """
-    common = model_params['common_params']
-    makers = {
-        'generator': lambda: OcclusionAwareGenerator(**model_params['generator_params'], **common),
-        'discriminator': lambda: MultiScaleDiscriminator(**model_params['discriminator_params'], **common),
-        'kp_detector': lambda: KPDetector(**model_params['kp_detector_params'], **common),
-    }
+    names = model_names(model_params) if names is None else names
+    if motion_model(model_params) == 'tps':
+        makers = _tps_makers(model_params)
+    else:
+        common = model_params['common_params']
+        makers = {
+            'generator': lambda: OcclusionAwareGenerator(**model_params['generator_params'], **common),
+            'discriminator': lambda: MultiScaleDiscriminator(**model_params['discriminator_params'], **common),
+            'kp_detector': lambda: KPDetector(**model_params['kp_detector_params'], **common),
+        }
     unknown = [name for name in names if name not in makers]
     if unknown:
         raise ValueError(f'build_models: unknown model name(s) {unknown}; choose from {list(makers)}')

@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 __all__ = [
     "CHECKPOINT_NAMES",
     "COMMON_KEYS",
+    "TPS_COMMON_KEYS",
+    "MOTION_MODELS",
+    "TPS_SCHEMA",
+    "motion_model",
     "CONFIG_DIR",
     "Key",
     "NO_DEFAULT",
@@ -71,10 +75,32 @@ CHECKPOINT_NAMES = {
     "mgif-256": "mgif-cpk.pth.tar",
     "nemo-256": "nemo-cpk.pth.tar",
     "cartoon-64": "pretrained/cartoon-64/cartoon-64.pth.tar",  # ours, bundled (trained by this repository)
+    # TPSMM's published checkpoints (Thin-Plate Spline Motion Model family)
+    "tpsmm-vox-256": "vox.pth.tar",
+    "tpsmm-taichi-256": "taichi.pth.tar",
+    "tpsmm-ted-384": "ted.pth.tar",
+    "tpsmm-mgif-256": "mgif.pth.tar",
 }
 
 #: Keys of model_params.common_params; they may appear in that section only.
 COMMON_KEYS = ("num_kp", "num_channels", "estimate_jacobian")
+TPS_COMMON_KEYS = ("num_tps", "num_channels", "multi_mask")  # (bg is also a loss weight's name)
+
+#: Motion-model families and the common_params key that identifies each one.
+MOTION_MODELS = ("fomm", "tps")
+FAMILY_KEYS = {"fomm": "common_params.num_kp", "tps": "common_params.num_tps"}
+
+
+def motion_model(model_params: Mapping) -> str:
+    """The model family of a config's model_params: `motion_model` if given, else 'tps' when
+    common_params has num_tps (TPSMM's configs) and 'fomm' otherwise, so original configs of either
+    family work as they are. (An invalid value is left for the schema check to report.)"""
+    family = model_params.get("motion_model") if isinstance(model_params, Mapping) else None
+    if family in MOTION_MODELS:
+        return family
+    common = model_params.get("common_params") if isinstance(model_params, Mapping) else None
+    return "tps" if isinstance(common, Mapping) and "num_tps" in common else "fomm"
+
 
 #: Number of VGG19 feature levels used by the perceptual loss (relu1_1 ... relu5_1).
 NUM_VGG_LEVELS = 5
@@ -567,7 +593,20 @@ _DISCRIMINATOR = Section({
     "kp_variance": _opt(_POSITIVE, "variance of those keypoint heatmaps ([-1, 1] units)", 0.01),
 }, doc="MultiScaleDiscriminator")
 
+def _family_rule(expected: str) -> Callable[[str], Optional[str]]:
+    def rule(value: str) -> Optional[str]:
+        if value not in MOTION_MODELS:
+            return f"expected one of {list(MOTION_MODELS)}, got {value!r}"
+        if value != expected:
+            return (f"is {value!r} but the keys of this model_params are those of {expected!r} "
+                    f"({FAMILY_KEYS[expected]}); fix the keys or the family")
+        return None
+    return rule
+
+
 _MODEL = Section({
+    "motion_model": _opt(Str(rule=_family_rule("fomm")), "model family: 'fomm' (this layout) or 'tps'; "
+                                                          "absent = read from the keys"),
     "common_params": _req(_COMMON, "parameters shared by all models"),
     "kp_detector_params": _req(_KP_DETECTOR, "keypoint detector"),
     "generator_params": _req(_GENERATOR, "generator"),
@@ -664,6 +703,108 @@ _SEGMENTATION = Section({
     "train_params": _req(_SEGMENTATION_TRAIN, "its training (run.py --mode train_segmentation)"),
 }, doc="part segmentation for part_swap.py")
 
+# ---- TPSMM (model_params.motion_model: tps; common_params.num_tps) -----------------------------
+
+_TPS_COMMON = Section({
+    "num_tps": _req(_POS_INT, "number of thin-plate-spline transforms (5 keypoints each)"),
+    "num_channels": _req(_POS_INT, "number of image channels (3 for RGB)"),
+    "bg": _opt(Bool(), "estimate an affine background motion (BGMotionPredictor)", False),
+    "multi_mask": _opt(Bool(), "occlusion maps at every resolution of the inpainting network "
+                               "(needs dense_motion_params.scale_factor 0.25 and num_down_blocks 3)", True),
+}, doc="passed to every TPSMM model constructor")
+
+_TPS_GENERATOR = Section({
+    "block_expansion": _req(_POS_INT, "channel width multiplier of the inpainting network"),
+    "max_features": _req(_POS_INT, "channel cap of the inpainting network"),
+    "num_down_blocks": _req(_POS_INT, "number of downsampling (and upsampling) levels"),
+}, doc="InpaintingNetwork")
+
+_TPS_DENSE_MOTION = Section({
+    "block_expansion": _req(_POS_INT, "channel width multiplier of the dense-motion hourglass"),
+    "max_features": _req(_POS_INT, "channel cap of the dense-motion hourglass"),
+    "num_blocks": _req(_POS_INT, "number of down/up blocks of the dense-motion hourglass"),
+    "scale_factor": _opt(_SCALE, "dense motion is estimated on the source downscaled by this factor", 0.25),
+    "kp_variance": _opt(_POSITIVE, "variance of the Gaussian drawn around each keypoint ([-1, 1] units)", 0.01),
+}, doc="DenseMotionNetwork")
+
+_AVD = Section({
+    "id_bottle_size": _opt(_POS_INT, "width of the identity embedding", 64),
+    "pose_bottle_size": _opt(_POS_INT, "width of the pose embedding", 64),
+}, doc="AVDNetwork")
+
+_TPS_MODEL = Section({
+    "motion_model": _opt(Str(rule=_family_rule("tps")), "model family: 'tps' (this layout) or 'fomm'; "
+                                                         "absent = read from the keys"),
+    "common_params": _req(_TPS_COMMON, "parameters shared by all models"),
+    "generator_params": _req(_TPS_GENERATOR, "inpainting network"),
+    "dense_motion_params": _req(_TPS_DENSE_MOTION, "dense motion network"),
+    "avd_network_params": _opt(_AVD, "animation-via-disentanglement network (absent = its defaults)"),
+}, doc="TPSMM architecture")
+
+_TPS_TRANSFORM = Section({
+    "sigma_affine": _req(_NONNEG, "std of the random affine part of the equivariance warp"),
+    "sigma_tps": _req(_NONNEG, "std of the thin-plate-spline part"),
+    "points_tps": _req(Int(min=2), "the spline's control points form a points_tps x points_tps grid"),
+}, doc="random thin-plate-spline warp for the equivariance loss")
+
+_TPS_LOSS_WEIGHTS = Section({
+    "perceptual": _req(ListOf(_NONNEG, length=NUM_VGG_LEVELS,
+                              length_reason="one weight per VGG19 feature level, relu1_1 ... relu5_1"),
+                       "weights of the multi-scale VGG19 perceptual loss"),
+    "equivariance_value": _req(_NONNEG, "weight of the keypoint equivariance loss"),
+    "warp_loss": _req(_NONNEG, "weight of the warp loss (encoder features of the driving frame vs the "
+                               "warped source's)"),
+    "bg": _req(_NONNEG, "weight of the background cycle loss |I - bg(s, d) bg(d, s)| (from bg_start on)"),
+}, doc="loss weights")
+
+_TPS_TRAIN = Section({
+    "num_epochs": _req(_POS_INT, "number of training epochs"),
+    "num_repeats": _fill(_POS_INT, "each epoch passes over the dataset this many times", 1),
+    "epoch_milestones": _fill(ListOf(_NONNEG_INT), "divide the learning rates by 10 at these epochs", []),
+    "lr_generator": _req(_NONNEG, "Adam learning rate of all networks"),
+    "batch_size": _req(_POS_INT, "batch size (over all devices)"),
+    "scales": _req(ListOf(_SCALE, min_length=1, unique=True), "image pyramid scales of the perceptual loss"),
+    "dataloader_workers": _opt(_NONNEG_INT, "data-loading processes (run.py --num_workers overrides it)"),
+    "checkpoint_freq": _fill(_POS_INT, "save a checkpoint every this many epochs", 50),
+    "dropout_epoch": _fill(_NONNEG_INT, "TPS dropout during the first this many epochs (0 = none)", 0),
+    "dropout_maxp": _fill(Float(min=0, max=1), "largest dropout probability", 0.3),
+    "dropout_startp": _fill(Float(min=0, max=1), "dropout probability at epoch 0", 0.0),
+    "dropout_inc_epoch": _fill(_POS_INT, "the probability rises linearly to dropout_maxp over this many epochs",
+                               10),
+    "bg_start": _fill(_NONNEG_INT, "train the background motion (and its loss) from this epoch on", 0),
+    "vgg19_weights": _fill(OneOf(_PATH, Null()), "local vgg19-dcbb9e9d.pth for the perceptual loss; "
+                                                 "null = $TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth; "
+                                                 "'portable' = fixed pseudo-random weights (no file)", None),
+    "transform_params": _req(_TPS_TRANSFORM, "random warp for the equivariance loss"),
+    "loss_weights": _req(_TPS_LOSS_WEIGHTS, "loss weights"),
+}, doc="training")
+
+_TRAIN_AVD = Section({
+    "num_epochs": _req(_POS_INT, "number of training epochs of the AVD network"),
+    "num_repeats": _fill(_POS_INT, "each epoch passes over the dataset this many times", 1),
+    "batch_size": _req(_POS_INT, "batch size"),
+    "dataloader_workers": _opt(_NONNEG_INT, "data-loading processes (run.py --num_workers overrides it)"),
+    "checkpoint_freq": _fill(_POS_INT, "save a checkpoint every this many epochs", 50),
+    "epoch_milestones": _fill(ListOf(_NONNEG_INT), "divide the learning rate by 10 at these epochs", []),
+    "lr": _req(_POSITIVE, "Adam learning rate"),
+    "lambda_shift": _req(_NONNEG, "weight of the keypoint reconstruction loss"),
+    "lambda_affine": _opt(_NONNEG, "not used (accepted: TPSMM's mgif-256.yaml has it)"),
+    "random_scale": _req(Float(min=0, max=1, min_exclusive=True),
+                         "keypoints are rescaled about the centre by factors in [1 - s, 1 + s] per axis"),
+}, doc="training of the AVD network (run.py --mode train_avd)")
+
+#: A TPSMM config (the Thin-Plate Spline Motion Model family).
+TPS_SCHEMA = Section({
+    "dataset_params": _req(_DATASET, "the video dataset"),
+    "model_params": _req(_TPS_MODEL, "model architecture"),
+    "train_params": _req(_TPS_TRAIN, "training"),
+    "train_avd_params": _opt(_TRAIN_AVD, "training of the AVD network"),
+    "reconstruction_params": _fill(_RECONSTRUCTION, "reconstruction mode"),
+    "animate_params": _fill(_ANIMATE, "animation mode"),
+    "visualizer_params": _fill(_VISUALIZER, "visualisations"),
+}, doc="a TPSMM config")
+
+
 #: The whole config: one source of truth for keys, types, requirements, defaults and descriptions.
 SCHEMA = Section({
     "dataset_params": _req(_DATASET, "the video dataset"),
@@ -674,6 +815,9 @@ SCHEMA = Section({
     "visualizer_params": _fill(_VISUALIZER, "visualisations"),
     "segmentation_params": _opt(_SEGMENTATION, "part segmentation for part_swap.py"),
 }, doc="an FOMM config")
+
+#: Schema per motion-model family (motion_model(model_params) chooses).
+SCHEMAS = {"fomm": SCHEMA, "tps": TPS_SCHEMA}
 
 
 def _walk_sections(section: Section, dotted: str) -> Iterator[Tuple[str, Section]]:
@@ -688,21 +832,24 @@ def _walk_sections(section: Section, dotted: str) -> Iterator[Tuple[str, Section
 
 
 def _index_schema() -> dict:
-    """Record each section's dotted path; map every key name to the sections that allow it."""
+    """Record each section's dotted path; map every key name to the sections that allow it (in
+    either family's schema)."""
     homes: dict = {}
-    for dotted, section in _walk_sections(SCHEMA, ""):
-        section.dotted = dotted
-        for name in section.keys:
-            homes.setdefault(name, []).append(dotted or "the top level")
+    for schema in SCHEMAS.values():
+        for dotted, section in _walk_sections(schema, ""):
+            section.dotted = dotted
+            for name in section.keys:
+                if (dotted or "the top level") not in homes.setdefault(name, []):
+                    homes[name].append(dotted or "the top level")
     return homes
 
 
 _KEY_HOMES = _index_schema()
 
 
-def iter_schema() -> Iterator[Tuple[str, Key]]:
-    """Yield (dotted key path, Key) for every key of the schema, depth first, in schema order."""
-    for dotted, section in _walk_sections(SCHEMA, ""):
+def iter_schema(family: str = "fomm") -> Iterator[Tuple[str, Key]]:
+    """Yield (dotted key path, Key) for every key of a family's schema, depth first, in schema order."""
+    for dotted, section in _walk_sections(SCHEMAS[family], ""):
         for name, key in section.keys.items():
             yield (f"{dotted}.{name}" if dotted else name), key
 
@@ -712,7 +859,7 @@ def _unknown_key_message(section: Section, name: str) -> str:
     homes = [home for home in _KEY_HOMES.get(name, []) if home != (section.dotted or "the top level")]
     lowered = {allowed.lower(): allowed for allowed in section.keys}
     close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
-    if homes and name in COMMON_KEYS:
+    if homes and name in COMMON_KEYS + TPS_COMMON_KEYS:
         return (f"unknown key '{name}' (it belongs in {' or '.join(homes)} only, which is passed to every "
                 f"model); move it there")
     if homes and close:
@@ -798,6 +945,29 @@ def _check_semantics(config: dict) -> None:
                     "original custom_data.yaml)")
 
 
+def _check_tps_semantics(config: dict) -> None:
+    """TPSMM's cross-section rules; raises `_Invalid` on the first broken rule."""
+    model = config["model_params"]
+    common = model["common_params"]
+    frame_shape = config["dataset_params"]["frame_shape"]
+    if frame_shape[2] != common["num_channels"]:
+        raise _Invalid(("dataset_params", "frame_shape"),
+                       f"{frame_shape} is [height, width, channels] with {frame_shape[2]} channel(s), but "
+                       f"model_params.common_params.num_channels is {common['num_channels']}; make them equal")
+    if common.get("multi_mask", _default(_TPS_COMMON, "multi_mask")):
+        # TPSMM's layout: 2 occlusion maps from the hourglass + log2(1 / scale) upsampled ones = 4, one
+        # per level of a 3-level inpainting network.
+        scale = model["dense_motion_params"].get("scale_factor", _default(_TPS_DENSE_MOTION, "scale_factor"))
+        if scale != 0.25:
+            raise _Invalid(("model_params", "dense_motion_params", "scale_factor"),
+                           f"is {scale!r}, but multi_mask (multi-resolution occlusion maps) works only with "
+                           f"0.25 (TPSMM's layout); set it to 0.25 or multi_mask: false")
+        if model["generator_params"]["num_down_blocks"] != 3:
+            raise _Invalid(("model_params", "generator_params", "num_down_blocks"),
+                           f"is {model['generator_params']['num_down_blocks']!r}, but multi_mask (one occlusion "
+                           f"map per level) works only with 3 (TPSMM's layout); set it to 3 or multi_mask: false")
+
+
 # ----------------------------------------------------------------------------------------------
 # Public functions
 # ----------------------------------------------------------------------------------------------
@@ -831,9 +1001,19 @@ def _validate(config: Any, where: str, lines: Optional[Mapping[Path_, int]]) -> 
     if not isinstance(config, Mapping):
         raise ConfigError(f"{where}: the top level must be a mapping of sections "
                           f"({', '.join(SCHEMA.keys)}), got {_describe_value(config)}")
+    family = motion_model(config.get("model_params"))
+    model = config.get("model_params")
+    common = model.get("common_params") if isinstance(model, Mapping) else None
+    if isinstance(common, Mapping) and model.get("motion_model") in MOTION_MODELS:
+        by_keys = [name for name, key in FAMILY_KEYS.items() if key.split(".")[1] in common]
+        if by_keys and family not in by_keys:
+            raise _error(where, _Invalid(("model_params", "motion_model"),
+                                         f"is {family!r} but the keys of this model_params are those of "
+                                         f"{by_keys[0]!r} ({FAMILY_KEYS[by_keys[0]]}); fix the keys or the "
+                                         f"family"), lines)
     try:
-        result = SCHEMA.check(config, ())
-        _check_semantics(result)
+        result = SCHEMAS[family].check(config, ())
+        (_check_semantics if family == "fomm" else _check_tps_semantics)(result)
     except _Invalid as problem:
         raise _error(where, problem, lines) from None
     return result

@@ -79,6 +79,21 @@ class Transform:
         return torch.cat([grad_x[0].unsqueeze(-2), grad_y[0].unsqueeze(-2)], dim=-2)
 
 
+def perceptual_loss(vgg, pyramide_generated, pyramide_real, scales, weights):
+    """The multi-scale perceptual loss (Sec. 3.3; FOMM's and TPSMM's): over the pyramid scales and the
+    VGG19 levels, sum of weights[i] * mean |vgg_i(generated) - vgg_i(real)|, the real side detached.
+    Computed in float32 (the VGG may run under autocast); VGG levels after the last non-zero weight
+    would add 0 * loss and are not computed."""
+    levels = max(i + 1 for i, weight in enumerate(weights) if weight != 0)
+    value_total = 0
+    for scale in scales:
+        x_vgg = vgg(pyramide_generated['prediction_' + str(scale)], levels)
+        y_vgg = vgg(pyramide_real['prediction_' + str(scale)], levels)
+        for i, weight in enumerate(weights[:levels]):
+            value_total += weight * torch.abs(x_vgg[i].float() - y_vgg[i].detach().float()).mean()
+    return value_total
+
+
 def detach_kp(kp):
     """Keypoint dict with every tensor detached."""
     return {key: value.detach() for key, value in kp.items()}
@@ -172,16 +187,8 @@ class GeneratorFullModel(_TrainingStep):
 
         weights = self.loss_weights
         if sum(weights['perceptual']) != 0:
-            value_total = 0
-            # VGG levels after the last non-zero weight add 0 * loss: they are not computed
-            levels = max(i + 1 for i, weight in enumerate(weights['perceptual']) if weight != 0)
-            for scale in self.scales:
-                x_vgg = self.vgg(pyramide_generated['prediction_' + str(scale)], levels)
-                y_vgg = self.vgg(pyramide_real['prediction_' + str(scale)], levels)
-                for i, weight in enumerate(weights['perceptual'][:levels]):
-                    value = torch.abs(x_vgg[i].float() - y_vgg[i].detach().float()).mean()
-                    value_total += weight * value
-            loss_values['perceptual'] = value_total
+            loss_values['perceptual'] = perceptual_loss(self.vgg, pyramide_generated, pyramide_real, self.scales,
+                                                        weights['perceptual'])
 
         if weights['generator_gan'] != 0:
             # Generated first, then real: the order matters for the spectral-norm power iterations.

@@ -68,9 +68,9 @@ def kp2gaussian(kp, spatial_size, kp_variance):
     """Gaussian heatmap around each keypoint (Eq. 6 of the paper, without the difference).
 
     kp['value']: (..., K, 2) -> (..., K, h, w), exp(-0.5 * |z - kp|^2 / kp_variance), with z on the
-    make_coordinate_grid(spatial_size) grid.
+    make_coordinate_grid(spatial_size) grid. `kp` may also be the (..., K, 2) tensor itself (TPSMM's call).
     """
-    mean = kp['value']
+    mean = kp['value'] if isinstance(kp, dict) else kp
     grid = make_coordinate_grid(spatial_size, device=mean.device, dtype=mean.dtype)  # (h, w, 2)
     mean = mean.unsqueeze(-2).unsqueeze(-2)  # (..., K, 1, 1, 2)
     mean_sub = grid - mean  # (..., K, h, w, 2)
@@ -81,15 +81,27 @@ def kp2gaussian(kp, spatial_size, kp_variance):
 # Convolution blocks (generator, keypoint detector and dense-motion hourglasses)
 # ----------------------------------------------------------------------------------------------
 
-class ResBlock2d(nn.Module):
-    """Pre-activation residual block that keeps the resolution: x + conv(relu(bn(conv(relu(bn(x))))))."""
+def batch_norm(num_features):
+    """FOMM's normalisation: (synchronised) BatchNorm2d with affine parameters and running statistics."""
+    return BatchNorm2d(num_features, affine=True)
 
-    def __init__(self, in_features, kernel_size, padding):
+
+def instance_norm(num_features):
+    """TPSMM's normalisation: InstanceNorm2d with affine parameters, no running statistics (the state
+    dict holds only `weight` and `bias`; train and eval modes compute the same)."""
+    return nn.InstanceNorm2d(num_features, affine=True)
+
+
+class ResBlock2d(nn.Module):
+    """Pre-activation residual block that keeps the resolution: x + conv(relu(norm(conv(relu(norm(x)))))).
+    `norm`: batch_norm (FOMM) or instance_norm (TPSMM), as in every block below."""
+
+    def __init__(self, in_features, kernel_size, padding, norm=batch_norm):
         super().__init__()
         self.conv1 = nn.Conv2d(in_features, in_features, kernel_size=kernel_size, padding=padding)
         self.conv2 = nn.Conv2d(in_features, in_features, kernel_size=kernel_size, padding=padding)
-        self.norm1 = BatchNorm2d(in_features, affine=True)
-        self.norm2 = BatchNorm2d(in_features, affine=True)
+        self.norm1 = norm(in_features)
+        self.norm2 = norm(in_features)
 
     def forward(self, x):
         out = self.conv1(F.relu(self.norm1(x)))
@@ -98,25 +110,25 @@ class ResBlock2d(nn.Module):
 
 
 class UpBlock2d(nn.Module):
-    """x2 nearest upsampling -> conv -> BatchNorm -> ReLU: (B, in, H, W) -> (B, out, 2H, 2W)."""
+    """x2 nearest upsampling -> conv -> norm -> ReLU: (B, in, H, W) -> (B, out, 2H, 2W)."""
 
-    def __init__(self, in_features, out_features, kernel_size=3, padding=1, groups=1):
+    def __init__(self, in_features, out_features, kernel_size=3, padding=1, groups=1, norm=batch_norm):
         super().__init__()
+        self.upsample = nn.Upsample(scale_factor=2, mode='nearest')  # as the original; the weights expect it
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding, groups=groups)
-        self.norm = BatchNorm2d(out_features, affine=True)
+        self.norm = norm(out_features)
 
     def forward(self, x):
-        out = F.interpolate(x, scale_factor=2, mode='nearest')  # as the original; the weights expect it
-        return F.relu(self.norm(self.conv(out)))
+        return F.relu(self.norm(self.conv(self.upsample(x))))
 
 
 class DownBlock2d(nn.Module):
-    """conv -> BatchNorm -> ReLU -> 2x2 average pooling: (B, in, H, W) -> (B, out, H/2, W/2)."""
+    """conv -> norm -> ReLU -> 2x2 average pooling: (B, in, H, W) -> (B, out, H/2, W/2)."""
 
-    def __init__(self, in_features, out_features, kernel_size=3, padding=1, groups=1):
+    def __init__(self, in_features, out_features, kernel_size=3, padding=1, groups=1, norm=batch_norm):
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding, groups=groups)
-        self.norm = BatchNorm2d(out_features, affine=True)
+        self.norm = norm(out_features)
         self.pool = nn.AvgPool2d(kernel_size=(2, 2))
 
     def forward(self, x):
@@ -124,12 +136,12 @@ class DownBlock2d(nn.Module):
 
 
 class SameBlock2d(nn.Module):
-    """conv -> BatchNorm -> ReLU at the same resolution: (B, in, H, W) -> (B, out, H, W)."""
+    """conv -> norm -> ReLU at the same resolution: (B, in, H, W) -> (B, out, H, W)."""
 
-    def __init__(self, in_features, out_features, groups=1, kernel_size=3, padding=1):
+    def __init__(self, in_features, out_features, groups=1, kernel_size=3, padding=1, norm=batch_norm):
         super().__init__()
         self.conv = nn.Conv2d(in_features, out_features, kernel_size=kernel_size, padding=padding, groups=groups)
-        self.norm = BatchNorm2d(out_features, affine=True)
+        self.norm = norm(out_features)
 
     def forward(self, x):
         return F.relu(self.norm(self.conv(x)))
@@ -143,11 +155,11 @@ def _hourglass_width(block_expansion, max_features, level):
 class Encoder(nn.Module):
     """Hourglass encoder: `num_blocks` DownBlock2d; returns the input and every block's output."""
 
-    def __init__(self, block_expansion, in_features, num_blocks=3, max_features=256):
+    def __init__(self, block_expansion, in_features, num_blocks=3, max_features=256, norm=batch_norm):
         super().__init__()
         self.down_blocks = nn.ModuleList([
             DownBlock2d(in_features if i == 0 else _hourglass_width(block_expansion, max_features, i),
-                        _hourglass_width(block_expansion, max_features, i + 1), kernel_size=3, padding=1)
+                        _hourglass_width(block_expansion, max_features, i + 1), kernel_size=3, padding=1, norm=norm)
             for i in range(num_blocks)])
 
     def forward(self, x):
@@ -162,44 +174,52 @@ class Decoder(nn.Module):
     """Hourglass decoder: UpBlock2d per level, each followed by concatenation [upsampled, skip].
 
     The last concatenation is with the hourglass input itself, so the output has
-    `out_filters = block_expansion + in_features` channels.
+    `out_filters = block_expansion + in_features` channels; `out_channels` lists the channels of every
+    level's output, deepest first (TPSMM's attribute).
     """
 
-    def __init__(self, block_expansion, in_features, num_blocks=3, max_features=256):
+    def __init__(self, block_expansion, in_features, num_blocks=3, max_features=256, norm=batch_norm):
         super().__init__()
         up_blocks = []
+        self.out_channels = []
         for i in reversed(range(num_blocks)):
             # The deepest block sees only the bottleneck; the others see [upsampled, skip] of equal width.
             in_filters = (1 if i == num_blocks - 1 else 2) * _hourglass_width(block_expansion, max_features, i + 1)
             out_filters = _hourglass_width(block_expansion, max_features, i)
-            up_blocks.append(UpBlock2d(in_filters, out_filters, kernel_size=3, padding=1))
+            up_blocks.append(UpBlock2d(in_filters, out_filters, kernel_size=3, padding=1, norm=norm))
+            self.out_channels.append(2 * out_filters if i else out_filters + in_features)
         self.up_blocks = nn.ModuleList(up_blocks)
         self.out_filters = block_expansion + in_features
 
-    def forward(self, x):
-        """x: the Encoder's list (consumed from the end) -> (B, out_filters, H, W)."""
+    def forward(self, x, mode=0):
+        """x: the Encoder's list (consumed from the end) -> (B, out_filters, H, W); mode=1: the list of
+        every level's output [(B, out_channels[0], H/2^(N-1), W/2^(N-1)), ..., (B, out_filters, H, W)]."""
         skips = list(x)
         out = skips.pop()
+        outs = []
         for up_block in self.up_blocks:
             out = up_block(out)
             out = torch.cat([out, skips.pop()], dim=1)  # upsampled first, then the skip
-        return out
+            outs.append(out)
+        return outs if mode == 1 else out
 
 
 class Hourglass(nn.Module):
-    """U-Net style hourglass: (B, in_features, H, W) -> (B, out_filters, H, W).
+    """U-Net style hourglass: (B, in_features, H, W) -> (B, out_filters, H, W), or with mode=1 the
+    list of every decoder level's output (Decoder.forward).
 
     H and W must be divisible by 2 ** num_blocks.
     """
 
-    def __init__(self, block_expansion, in_features, num_blocks=3, max_features=256):
+    def __init__(self, block_expansion, in_features, num_blocks=3, max_features=256, norm=batch_norm):
         super().__init__()
-        self.encoder = Encoder(block_expansion, in_features, num_blocks, max_features)
-        self.decoder = Decoder(block_expansion, in_features, num_blocks, max_features)
+        self.encoder = Encoder(block_expansion, in_features, num_blocks, max_features, norm=norm)
+        self.decoder = Decoder(block_expansion, in_features, num_blocks, max_features, norm=norm)
         self.out_filters = self.decoder.out_filters
+        self.out_channels = self.decoder.out_channels
 
-    def forward(self, x):
-        return self.decoder(self.encoder(x))
+    def forward(self, x, mode=0):
+        return self.decoder(self.encoder(x), mode)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -262,11 +282,12 @@ def fold_batchnorm(module):
 
     if module.training:
         raise ValueError('fold_batchnorm is for eval-mode inference: call .eval() first')
+    batch_norms = nn.modules.batchnorm._BatchNorm  # instance norms depend on the input: never folded
     for block in module.modules():
-        if isinstance(block, (SameBlock2d, DownBlock2d, UpBlock2d)) and not isinstance(block.norm, nn.Identity):
+        if isinstance(block, (SameBlock2d, DownBlock2d, UpBlock2d)) and isinstance(block.norm, batch_norms):
             block.conv = fuse_conv_bn_eval(block.conv, block.norm)
             block.norm = nn.Identity()
-        elif isinstance(block, ResBlock2d) and not isinstance(block.norm2, nn.Identity):
+        elif isinstance(block, ResBlock2d) and isinstance(block.norm2, batch_norms):
             block.conv1 = fuse_conv_bn_eval(block.conv1, block.norm2)
             block.norm2 = nn.Identity()
     return module

@@ -24,6 +24,8 @@ FIXTURE_CONFIG = REPO / "tests" / "data" / "fomm_fixture_small" / "config.yaml"
 
 NAMES = ["vox-256", "vox-adv-256", "taichi-256", "taichi-adv-256", "bair-256", "fashion-256", "mgif-256",
          "nemo-256"]
+TPS_NAMES = ["vox-256", "taichi-256", "ted-384", "mgif-256"]  # TPSMM's configs, config/tpsmm-<name>.yaml
+TPS_KEYS_DIR = REPO / "tests" / "data" / "tpsmm_keys"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -92,9 +94,54 @@ def strict_equal(a, b):
 
 def test_find_config_files_lists_the_official_configs_and_the_bundled_one():
     files = find_config_files()
-    assert [p.name for p in files] == sorted(f"{n}.yaml" for n in NAMES + ["cartoon-64"])
+    official = NAMES + ["cartoon-64"] + [f"tpsmm-{n}" for n in TPS_NAMES]
+    assert [p.name for p in files] == sorted(f"{n}.yaml" for n in official)
     assert all(p.parent == CONFIG_DIR for p in files)
-    assert sorted(CHECKPOINT_NAMES) == sorted(NAMES + ["cartoon-64"])
+    assert sorted(CHECKPOINT_NAMES) == sorted(official)
+
+
+@pytest.mark.parametrize("name", TPS_NAMES)
+def test_tpsmm_config_loads_with_the_reference_model_params(name):
+    text = (CONFIG_DIR / f"tpsmm-{name}.yaml").read_text()
+    config = load_config(CONFIG_DIR / f"tpsmm-{name}.yaml")
+    assert cfg.motion_model(config["model_params"]) == "tps"
+    reference = json.loads((TPS_KEYS_DIR / f"{name}.json").read_text())["model_params"]
+    model_params = {k: v for k, v in yaml.safe_load(text)["model_params"].items() if k != "motion_model"}
+    assert strict_equal(model_params, reference)
+    assert CHECKPOINT_NAMES[f"tpsmm-{name}"] in text.split("\n\n")[0]
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^\s*\w+:", line):
+            assert "#" in line or lines[i - 1].startswith("#"), f"tpsmm-{name}.yaml line {i + 1} has no comment"
+
+
+def test_family_is_read_from_the_keys_or_given(tmp_path):
+    tps = yaml.safe_load((CONFIG_DIR / "tpsmm-vox-256.yaml").read_text())
+    del tps["model_params"]["motion_model"]
+    assert cfg.motion_model(load_config(write(tmp_path, tps))["model_params"]) == "tps"
+    assert cfg.motion_model(load_config(CONFIG_DIR / "vox-256.yaml")["model_params"]) == "fomm"
+    tps["model_params"]["motion_model"] = "fomm"
+    with pytest.raises(ConfigError, match="motion_model: is 'fomm' but the keys .* are those of 'tps'"):
+        load_config(write(tmp_path, tps))
+    tps["model_params"]["motion_model"] = "cpab"
+    with pytest.raises(ConfigError, match="expected one of"):
+        load_config(write(tmp_path, tps))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c["model_params"]["dense_motion_params"].update(scale_factor=0.5), "works only with 0.25"),
+    (lambda c: c["model_params"]["generator_params"].update(num_down_blocks=4), "works only with 3"),
+    (lambda c: c["train_params"]["loss_weights"].update(warp_los=1), "did you mean 'warp_loss'"),
+    (lambda c: c["model_params"]["common_params"].update(num_kp=10), "unknown key 'num_kp'"),
+    (lambda c: c["train_params"].pop("dropout_epoch") and c["train_params"].update(dropout_maxp=2),
+     "dropout_maxp"),
+])
+def test_tpsmm_config_errors_are_one_line(tmp_path, edit, message):
+    config = yaml.safe_load((CONFIG_DIR / "tpsmm-vox-256.yaml").read_text())
+    edit(config)
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config(write(tmp_path, config))
+    assert "\n" not in str(error.value)
 
 
 def test_find_config_files_other_folder(tmp_path):
@@ -272,19 +319,23 @@ def test_tuples_are_accepted_in_memory():
     assert validate_config(data)["dataset_params"]["frame_shape"] == [64, 64, 3]
 
 
-def test_schema_documents_every_key():
-    entries = dict(iter_schema())
-    assert "model_params.kp_detector_params.temperature" in entries
+@pytest.mark.parametrize("family", ["fomm", "tps"])
+def test_schema_documents_every_key(family):
+    entries = dict(iter_schema(family))
+    assert ("model_params.kp_detector_params.temperature" if family == "fomm" else
+            "model_params.common_params.num_tps") in entries
     assert "train_params.vgg19_weights" in entries
     for dotted, key in entries.items():
         assert key.doc and "\n" not in key.doc, dotted
         if key.fill and not isinstance(key.type, cfg.Section):
             assert key.default is not cfg.NO_DEFAULT, dotted
     # common_params keys live in common_params only
-    for name in cfg.COMMON_KEYS:
+    for name in (cfg.COMMON_KEYS if family == "fomm" else cfg.TPS_COMMON_KEYS):
         assert [d for d in entries if d.rsplit(".", 1)[-1] == name] == [f"model_params.common_params.{name}"]
     # no model_params key is filled in
     assert not [d for d, key in entries.items() if d.startswith("model_params.") and key.fill]
+    if family == "tps":
+        return
     assert list(SCHEMA.keys) == ["dataset_params", "model_params", "train_params", "reconstruction_params",
                                  "animate_params", "visualizer_params", "segmentation_params"]
     assert not SCHEMA.keys["segmentation_params"].fill, "an optional section: FOMM configs do without it"

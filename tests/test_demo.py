@@ -181,7 +181,21 @@ def test_fast_mode_is_close_to_exact(models, ref):
     exact = demo.Animator(source, *models)(np.stack(driving))
     fast = demo.Animator(source, *models, fast=True)(np.stack(driving))
     mse = float(np.mean((exact - fast) ** 2))
-    assert 0 < mse and 10 * np.log10(1 / mse) > 35, 'bfloat16 generator: small but non-zero differences'
+    assert 0 < mse and 10 * np.log10(1 / mse) > 35, 'bfloat16 / int8 generator: small but non-zero differences'
+
+
+def test_fast_mode_is_close_to_exact_with_the_bundled_model():
+    """Real weights on a real sample: int8 residual blocks and bfloat16 elsewhere stay far below what
+    the eye sees (measured 53.6 dB; 8-bit video rounding alone is ~59 dB)."""
+    folder = REPO / 'pretrained' / 'cartoon-64'
+    generator, kp_detector = demo.load_checkpoints(str(REPO / 'config' / 'cartoon-64.yaml'),
+                                                   str(folder / 'cartoon-64.pth.tar'), cpu=True)
+    source = iio.imread(folder / 'source.png')[..., :3] / 255.0
+    driving = np.stack(list(iio.imiter(folder / 'driving.mp4'))[:40]) / 255.0
+    exact, fast = (demo.Animator(source, generator, kp_detector, fast=fast)(driving) for fast in (False, True))
+    mse = float(np.mean((exact - fast) ** 2))
+    assert 0 < mse and 10 * np.log10(1 / mse) > 45
+    assert np.abs(exact - fast).max() < 0.05
 
 
 def peak_rss_mb_of_demo(tmp_path, num_frames):

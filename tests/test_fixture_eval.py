@@ -104,15 +104,23 @@ def test_source_features_can_be_reused(models, ref):
     assert_close(out['prediction'], ref['generator/2/prediction'], 'prediction')
 
 
-def test_folded_batchnorm_gives_the_same_outputs(fixture_config, ref):
-    """fold_batchnorm (inference speed-up) changes the outputs by float rounding only."""
+@pytest.mark.parametrize('min_pixels', [None, 0])
+def test_inference_rewrites_give_the_same_outputs(fixture_config, ref, min_pixels, monkeypatch):
+    """optimize_for_inference (batch norms folded, upsampling convolutions as transposed ones) changes
+    the outputs by float rounding only; min_pixels=0 sends every upsampling through the transposed
+    convolution (the fixture's feature maps are small)."""
+    from modules.inference import NearestUpsampleConv2d, optimize_for_inference
     from modules.util import fold_batchnorm
+    if min_pixels is not None:
+        monkeypatch.setattr(NearestUpsampleConv2d, 'MIN_PIXELS', min_pixels)
     models = build_models(fixture_config['model_params'], names=['kp_detector', 'generator'])
     load_state(FIXTURE_DIR / 'checkpoint.pth.tar', models)
-    kp_detector = fold_batchnorm(models['kp_detector'].eval())
-    generator = fold_batchnorm(models['generator'].eval())
+    kp_detector = optimize_for_inference(models['kp_detector'].eval())
+    generator = optimize_for_inference(models['generator'].eval())
     remaining = [name for name, m in generator.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert remaining == ['bottleneck.r0.norm1', 'bottleneck.r1.norm1'], 'only norms before a ReLU stay'
+    upsampling = [name for name, m in generator.named_modules() if isinstance(m, NearestUpsampleConv2d)]
+    assert 'up_blocks.0.conv' in upsampling and 'dense_motion_network.hourglass.decoder.up_blocks.0.conv' in upsampling
     with torch.no_grad():
         kp_source = kp_detector(ref['inputs/source'])
         kp_driving = kp_detector(ref['inputs/driving'][:, :, 3])
