@@ -604,9 +604,29 @@ def _family_rule(expected: str) -> Callable[[str], Optional[str]]:
     return rule
 
 
+def _motion_model_key(family: str) -> Key:
+    return _opt(Str(rule=_family_rule(family)), f"model family: {family!r} (this layout) or the other one of "
+                                                f"{list(MOTION_MODELS)}; absent = read from the keys")
+
+
+#: Keys that mean the same in both families' train_params.
+_EPOCHS_KEYS = {
+    "num_epochs": _req(_POS_INT, "number of training epochs"),
+    "num_repeats": _fill(_POS_INT, "each epoch passes over the dataset this many times", 1),
+    "epoch_milestones": _fill(ListOf(_NONNEG_INT), "divide all learning rates by 10 at these epochs", []),
+}
+_VGG19_WEIGHTS = _fill(OneOf(_PATH, Null()), "local vgg19-dcbb9e9d.pth for the perceptual loss; "
+                                             "null = $TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth; "
+                                             "'portable' = fixed pseudo-random weights (no file)", None)
+_PERCEPTUAL = _req(ListOf(_NONNEG, length=NUM_VGG_LEVELS,
+                          length_reason="one weight per VGG19 feature level, relu1_1 ... relu5_1"),
+                   "weights of the multi-scale VGG19 perceptual loss")
+_EQUIVARIANCE_VALUE = _req(_NONNEG, "weight of the keypoint equivariance loss")
+_SIGMA_AFFINE = _req(_NONNEG, "std of the random affine part of the equivariance warp")
+
+
 _MODEL = Section({
-    "motion_model": _opt(Str(rule=_family_rule("fomm")), "model family: 'fomm' (this layout) or 'tps'; "
-                                                          "absent = read from the keys"),
+    "motion_model": _motion_model_key("fomm"),
     "common_params": _req(_COMMON, "parameters shared by all models"),
     "kp_detector_params": _req(_KP_DETECTOR, "keypoint detector"),
     "generator_params": _req(_GENERATOR, "generator"),
@@ -614,7 +634,7 @@ _MODEL = Section({
 }, doc="model architecture")
 
 _TRANSFORM = Section({
-    "sigma_affine": _req(_NONNEG, "std of the random affine part of the equivariance warp"),
+    "sigma_affine": _SIGMA_AFFINE,
     "sigma_tps": _opt(_NONNEG, "std of the thin-plate-spline part (needs points_tps)"),
     "points_tps": _opt(Int(min=2), "the spline's control points form a points_tps x points_tps grid "
                                    "(needs sigma_tps)"),
@@ -625,17 +645,13 @@ _LOSS_WEIGHTS = Section({
     "discriminator_gan": _req(_NONNEG, "weight of the discriminator's LSGAN loss"),
     "feature_matching": _req(ListOf(_NONNEG), "one weight per discriminator block (discriminator "
                                               "feature-matching L1)"),
-    "perceptual": _req(ListOf(_NONNEG, length=NUM_VGG_LEVELS,
-                              length_reason="one weight per VGG19 feature level, relu1_1 ... relu5_1"),
-                       "weights of the multi-scale VGG19 perceptual loss"),
-    "equivariance_value": _req(_NONNEG, "weight of the keypoint equivariance loss"),
+    "perceptual": _PERCEPTUAL,
+    "equivariance_value": _EQUIVARIANCE_VALUE,
     "equivariance_jacobian": _req(_NONNEG, "weight of the jacobian equivariance loss"),
 }, doc="loss weights")
 
 _TRAIN = Section({
-    "num_epochs": _req(_POS_INT, "number of training epochs"),
-    "num_repeats": _fill(_POS_INT, "each epoch passes over the dataset this many times", 1),
-    "epoch_milestones": _fill(ListOf(_NONNEG_INT), "divide all learning rates by 10 at these epochs", []),
+    **_EPOCHS_KEYS,
     "lr_generator": _req(_NONNEG, "Adam learning rate of the generator"),
     "lr_discriminator": _req(_NONNEG, "Adam learning rate of the discriminator"),
     "lr_kp_detector": _req(_NONNEG, "Adam learning rate of the keypoint detector (0 = frozen)"),
@@ -643,9 +659,7 @@ _TRAIN = Section({
     "scales": _req(ListOf(_SCALE, min_length=1, unique=True),
                    "image pyramid scales of the perceptual loss (also feed the discriminator)"),
     "checkpoint_freq": _fill(_POS_INT, "save a checkpoint every this many epochs", 100),
-    "vgg19_weights": _fill(OneOf(_PATH, Null()), "local vgg19-dcbb9e9d.pth for the perceptual loss; "
-                                                 "null = $TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth; "
-                                                 "'portable' = fixed pseudo-random weights (no file)", None),
+    "vgg19_weights": _VGG19_WEIGHTS,
     "crop": _opt(Bool(), "not used; accepted so that the original custom_data.yaml loads"),
     "transform_params": _req(_TRANSFORM, "random warp for the equivariance losses"),
     "loss_weights": _req(_LOSS_WEIGHTS, "loss weights"),
@@ -733,8 +747,7 @@ _AVD = Section({
 }, doc="AVDNetwork")
 
 _TPS_MODEL = Section({
-    "motion_model": _opt(Str(rule=_family_rule("tps")), "model family: 'tps' (this layout) or 'fomm'; "
-                                                         "absent = read from the keys"),
+    "motion_model": _motion_model_key("tps"),
     "common_params": _req(_TPS_COMMON, "parameters shared by all models"),
     "generator_params": _req(_TPS_GENERATOR, "inpainting network"),
     "dense_motion_params": _req(_TPS_DENSE_MOTION, "dense motion network"),
@@ -742,25 +755,21 @@ _TPS_MODEL = Section({
 }, doc="TPSMM architecture")
 
 _TPS_TRANSFORM = Section({
-    "sigma_affine": _req(_NONNEG, "std of the random affine part of the equivariance warp"),
+    "sigma_affine": _SIGMA_AFFINE,
     "sigma_tps": _req(_NONNEG, "std of the thin-plate-spline part"),
     "points_tps": _req(Int(min=2), "the spline's control points form a points_tps x points_tps grid"),
 }, doc="random thin-plate-spline warp for the equivariance loss")
 
 _TPS_LOSS_WEIGHTS = Section({
-    "perceptual": _req(ListOf(_NONNEG, length=NUM_VGG_LEVELS,
-                              length_reason="one weight per VGG19 feature level, relu1_1 ... relu5_1"),
-                       "weights of the multi-scale VGG19 perceptual loss"),
-    "equivariance_value": _req(_NONNEG, "weight of the keypoint equivariance loss"),
+    "perceptual": _PERCEPTUAL,
+    "equivariance_value": _EQUIVARIANCE_VALUE,
     "warp_loss": _req(_NONNEG, "weight of the warp loss (encoder features of the driving frame vs the "
                                "warped source's)"),
     "bg": _req(_NONNEG, "weight of the background cycle loss |I - bg(s, d) bg(d, s)| (from bg_start on)"),
 }, doc="loss weights")
 
 _TPS_TRAIN = Section({
-    "num_epochs": _req(_POS_INT, "number of training epochs"),
-    "num_repeats": _fill(_POS_INT, "each epoch passes over the dataset this many times", 1),
-    "epoch_milestones": _fill(ListOf(_NONNEG_INT), "divide the learning rates by 10 at these epochs", []),
+    **_EPOCHS_KEYS,
     "lr_generator": _req(_NONNEG, "Adam learning rate of all networks"),
     "batch_size": _req(_POS_INT, "batch size (over all devices)"),
     "scales": _req(ListOf(_SCALE, min_length=1, unique=True), "image pyramid scales of the perceptual loss"),
@@ -772,9 +781,7 @@ _TPS_TRAIN = Section({
     "dropout_inc_epoch": _fill(_POS_INT, "the probability rises linearly to dropout_maxp over this many epochs",
                                10),
     "bg_start": _fill(_NONNEG_INT, "train the background motion (and its loss) from this epoch on", 0),
-    "vgg19_weights": _fill(OneOf(_PATH, Null()), "local vgg19-dcbb9e9d.pth for the perceptual loss; "
-                                                 "null = $TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth; "
-                                                 "'portable' = fixed pseudo-random weights (no file)", None),
+    "vgg19_weights": _VGG19_WEIGHTS,
     "transform_params": _req(_TPS_TRANSFORM, "random warp for the equivariance loss"),
     "loss_weights": _req(_TPS_LOSS_WEIGHTS, "loss weights"),
 }, doc="training")

@@ -51,6 +51,20 @@ def train_params(fixture_config, vgg19_weights_file):
     return params
 
 
+def flat(prefix, value, out=None):
+    """A nested output (dicts, lists) flattened into {'prefix/key/index': leaf}, the fixtures' key layout."""
+    out = {} if out is None else out
+    if isinstance(value, dict):
+        for key, item in value.items():
+            flat(f'{prefix}/{key}', item, out)
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            flat(f'{prefix}/{i}', item, out)
+    else:
+        out[prefix] = value
+    return out
+
+
 def assert_close(actual, expected, name='', atol=ATOL, rtol=RTOL):
     torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol, msg=lambda m: f'{name}: {m}')
 

@@ -9,25 +9,13 @@ import modules.model
 from modules.build import build_models
 from modules.checkpoint import load_state
 from modules.model import DiscriminatorFullModel, GeneratorFullModel, Transform
-from tests.conftest import FIXTURE_DIR, assert_close, assert_grad_close
+from tests.conftest import FIXTURE_DIR, assert_close, assert_grad_close, flat
 
 MANIFEST = json.loads((FIXTURE_DIR / 'manifest.json').read_text())
 TRAIN_SEED = MANIFEST['train_seed']
 # Gradients that are zero in exact arithmetic (conv bias before train-mode BatchNorm / InstanceNorm,
 # the keypoint head's bias before the spatial softmax): the reference holds rounding noise only.
 ZERO_GRAD_SUFFIXES = ('conv.bias', 'conv1.bias', 'kp.bias')
-
-
-def flat(prefix, value, out):
-    if isinstance(value, dict):
-        for k, v in value.items():
-            flat(f'{prefix}/{k}', v, out)
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            flat(f'{prefix}/{i}', v, out)
-    else:
-        out[prefix] = value
-    return out
 
 
 def train_batch(ref):

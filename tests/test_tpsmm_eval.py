@@ -10,7 +10,7 @@ import yaml
 from modules.build import build_models, model_names, motion_model
 from modules.model import ImagePyramide
 from modules.tpsmm import TPS
-from tests.conftest import DATA, assert_close
+from tests.conftest import DATA, assert_close, flat
 from tests.tpsmm_fixture import TPSMM_FIXTURE_DIR, build_checkpoint, fingerprint_mismatches
 
 TPS_KEYS_DIR = DATA / 'tpsmm_keys'
@@ -92,13 +92,6 @@ def test_background_motion(models, tps_ref):
             assert_close(models['bg_predictor'](source, driving[:, :, t]), tps_ref[f'bg_param/{t}'], f'bg_param/{t}')
             assert_close(models['bg_predictor'](driving[:, :, t], source), tps_ref[f'bg_param_reverse/{t}'],
                          f'bg_param_reverse/{t}')
-
-
-def flat(prefix, value):
-    """A nested output flattened as the fixture's keys."""
-    if isinstance(value, (list, tuple)):
-        return {k: v for i, item in enumerate(value) for k, v in flat(f'{prefix}/{i}', item).items()}
-    return {prefix: value}
 
 
 @pytest.mark.parametrize('variant', ['bg', 'nobg'])

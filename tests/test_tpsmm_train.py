@@ -10,7 +10,7 @@ import yaml
 
 from modules.build import build_models
 from modules.tpsmm.model import GeneratorFullModel, avd_losses, dropout_probability
-from tests.conftest import assert_close
+from tests.conftest import assert_close, flat
 from tests.tpsmm_fixture import TPSMM_FIXTURE_DIR, build_checkpoint
 
 MANIFEST = json.loads((TPSMM_FIXTURE_DIR / 'manifest.json').read_text())
@@ -40,18 +40,6 @@ def fresh_models(config, checkpoint, names):
         model.load_state_dict(checkpoint[name], strict=True)
         model.train()  # TPSMM's train.py and train_avd.py never call eval()
     return models
-
-
-def flat(prefix, value, out):
-    if isinstance(value, dict):
-        for key, item in value.items():
-            flat(f'{prefix}/{key}', item, out)
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            flat(f'{prefix}/{i}', item, out)
-    else:
-        out[prefix] = value
-    return out
 
 
 def check_gradients(ref, prefix, module):
