@@ -66,19 +66,25 @@ def convex_hull_area(points):
     return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
+def kp_key(kp):
+    """The key of a keypoint dict's (B, K, 2) positions: FOMM's 'value' or TPSMM's 'fg_kp'."""
+    return 'value' if 'value' in kp else 'fg_kp'
+
+
 def adapt_movement_scale_factors(kp_source, kp_driving_initial):
     """float64 (N,): for every source i of a batch, sqrt(hull area of kp_source[i]) / sqrt(hull area
     of kp_driving_initial[0]): each source's own scale (multi-face animation, where the sources are
-    different faces driven by one video)."""
-    driving_area = convex_hull_area(kp_driving_initial['value'][0].detach().cpu().numpy())
-    source_areas = [convex_hull_area(value) for value in kp_source['value'].detach().cpu().numpy()]
+    different faces driven by one video). Keypoint dicts of either family."""
+    driving_area = convex_hull_area(kp_driving_initial[kp_key(kp_driving_initial)][0].detach().cpu().numpy())
+    source_areas = [convex_hull_area(value) for value in kp_source[kp_key(kp_source)].detach().cpu().numpy()]
     return np.sqrt(source_areas) / np.sqrt(driving_area)
 
 
 def adapt_movement_scale_factor(kp_source, kp_driving_initial):
     """sqrt(hull area of kp_source) / sqrt(hull area of kp_driving_initial), from batch element 0
     only (as the original; see adapt_movement_scale_factors for one factor per source)."""
-    return adapt_movement_scale_factors({'value': kp_source['value'][:1]}, kp_driving_initial)[0]
+    key = kp_key(kp_source)
+    return adapt_movement_scale_factors({key: kp_source[key][:1]}, kp_driving_initial)[0]
 
 
 def normalize_kp(kp_source, kp_driving, kp_driving_initial, adapt_movement_scale=False,
@@ -103,8 +109,9 @@ def relative_kp(kp_source, kp_driving, kp_driving_initial, scale=1, use_relative
     batch element (each source's own, see adapt_movement_scale_factors). Batch-1 dicts broadcast."""
     kp_new = dict(kp_driving)
     if use_relative_movement:
-        kp_value_diff = (kp_driving['value'] - kp_driving_initial['value']) * scale
-        kp_new['value'] = kp_value_diff + kp_source['value']
+        key = kp_key(kp_driving)
+        kp_value_diff = (kp_driving[key] - kp_driving_initial[key]) * scale
+        kp_new[key] = kp_value_diff + kp_source[key]
         if use_relative_jacobian and 'jacobian' in kp_driving:
             jacobian_diff = torch.matmul(kp_driving['jacobian'], torch.inverse(kp_driving_initial['jacobian']))
             kp_new['jacobian'] = torch.matmul(jacobian_diff, kp_source['jacobian'])
@@ -124,11 +131,28 @@ def _tile_kp(kp, batch):
     return {name: _tile(value, batch) for name, value in kp.items()}
 
 
+def _tile_features(features, batch):
+    """_tile of an encoder output: one tensor (FOMM) or a list of per-level maps (TPSMM)."""
+    if isinstance(features, (list, tuple)):
+        return [_tile(level, batch) for level in features]
+    return _tile(features, batch)
+
+
+def _to_dtype(value, dtype):
+    """A generator output (a tensor, or TPSMM's list of occlusion maps) in `dtype`."""
+    if isinstance(value, (list, tuple)):
+        return [item.to(dtype) for item in value]
+    return value.to(dtype)
+
+
+def _repeat_frames(frames, num_sources):
+    """(B, ...) -> (B * N, ...), frame b at indices b * N .. b * N + N - 1."""
+    return frames if num_sources == 1 else frames.repeat_interleave(num_sources, dim=0)
+
+
 def _repeat_frames_kp(kp, num_sources):
-    """(B, ...) frames -> (B * N, ...), frame b at indices b * N .. b * N + N - 1."""
-    if num_sources == 1:
-        return kp
-    return {name: value.repeat_interleave(num_sources, dim=0) for name, value in kp.items()}
+    """_repeat_frames of every entry of a keypoint dict."""
+    return {name: _repeat_frames(value, num_sources) for name, value in kp.items()}
 
 
 def _frame_batches(video, batch_size):
@@ -147,13 +171,20 @@ class Animator:
     `set_initial` chose another one. With adapt_movement_scale, each source gets its own scale
     (adapt_movement_scale_factors: its own keypoints' hull against the initial driving frame's), not
     batch element 0's as the original's normalize_kp would give every element of a batch.
+    avd_network: TPSMM's animation via disentanglement instead: the keypoints the source is moved to are
+    avd_network(kp_source, kp_driving) (normalization_params is then ignored).
     fast: a channels-last copy of the generator runs under bfloat16 (CPU) / float16 (CUDA) autocast,
-    on x86 CPUs with its residual blocks in int8 (modules/inference.py); the keypoint detector stays float32 (its sharp softmax would make keypoints jitter).
-    The models should be in eval mode (train-mode batch norm would mix the frames of a batch).
+    on x86 CPUs with its residual blocks in int8 (modules/inference.py); the keypoint detector stays
+    float32 (its sharp softmax would make keypoints jitter).
+    The generator is FOMM's OcclusionAwareGenerator or TPSMM's behind the same interface
+    (modules.tpsmm.TpsGenerator); one with `uses_driving_image` (TPSMM's background motion) also gets
+    the driving frames. The models should be in eval mode (train-mode batch norm would mix the frames
+    of a batch).
     """
 
-    def __init__(self, generator, kp_detector, source, normalization_params=None, fast=False):
+    def __init__(self, generator, kp_detector, source, normalization_params=None, fast=False, avd_network=None):
         self.generator, self.kp_detector = unwrap(generator), unwrap(kp_detector)
+        self.avd_network = avd_network
         parameter = next(self.generator.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
         if fast:  # a copy, so the caller's model keeps its layout, batch norms and dtype
@@ -201,7 +232,7 @@ class Animator:
             if self.movement_scale is None:
                 factors = adapt_movement_scale_factors(self.kp_source, self.kp_driving_initial)
                 self.movement_scale = torch.tensor(factors, device=self.device,
-                                                   dtype=kp_driving['value'].dtype).view(-1, 1, 1)
+                                                   dtype=kp_driving[kp_key(kp_driving)].dtype).view(-1, 1, 1)
             scale = _tile(self.movement_scale, batch)  # (B * N, 1, 1)
         # kp_driving_initial (batch 1) broadcasts against the B * N elements
         return relative_kp(kp_source, kp_driving, self.kp_driving_initial, scale,
@@ -215,7 +246,9 @@ class Animator:
         kp_driving = self.kp_detector(frames)
         kp_source = _tile_kp(self.kp_source, batch)
         kp_target = _repeat_frames_kp(kp_driving, self.num_sources)
-        if self.normalization_params is not None:
+        if self.avd_network is not None:
+            kp_target = self.avd_network(kp_source, kp_target)
+        elif self.normalization_params is not None:
             kp_target = self._relative(kp_source, kp_target, batch)
         return kp_source, kp_driving, kp_target
 
@@ -228,13 +261,18 @@ class Animator:
             frames = frames.to(self.device, self.dtype)
             batch = frames.shape[0]
             kp_source, kp_driving, kp_target = self.motion(frames)
+            extra = {}
+            if getattr(self.generator, 'uses_driving_image', False):
+                extra['driving_image'] = self._layout(_repeat_frames(frames, self.num_sources))
             with self._autocast():
                 out = self.generator(self._layout(_tile(self.source, batch)), kp_driving=kp_target,
-                                     kp_source=kp_source, source_features=_tile(self.source_features, batch))
-            out = {name: value.to(self.dtype) for name, value in out.items() if name != 'sparse_deformed'}
+                                     kp_source=kp_source, source_features=_tile_features(self.source_features, batch),
+                                     **extra)
+            out = {name: _to_dtype(value, self.dtype) for name, value in out.items()
+                   if name not in ('sparse_deformed', 'warped_encoder_maps')}
             out['kp_source'] = kp_source
             out['kp_driving'] = kp_driving
-            if self.normalization_params is not None:
+            if self.normalization_params is not None or self.avd_network is not None:
                 out['kp_norm'] = kp_target
         return frames, out
 
@@ -268,10 +306,12 @@ class ImageAnimator:
     (B * N, H, W, 3) float32 in [0, 1], frame-major (Animator.__call__). With `relative`, both the
     relative movement and the relative jacobian are used (as the original demo)."""
 
-    def __init__(self, source_image, generator, kp_detector, relative=True, adapt_movement_scale=True, fast=False):
+    def __init__(self, source_image, generator, kp_detector, relative=True, adapt_movement_scale=True, fast=False,
+                 avd_network=None):
         normalization = dict(use_relative_movement=relative, use_relative_jacobian=relative,
                              adapt_movement_scale=adapt_movement_scale)
-        self.core = Animator(generator, kp_detector, to_tensor(source_image), normalization, fast=fast)
+        self.core = Animator(generator, kp_detector, to_tensor(source_image), normalization, fast=fast,
+                             avd_network=avd_network)
         self.device = self.core.device
 
     @property

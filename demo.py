@@ -11,6 +11,12 @@ Importable as the original: `load_checkpoints(config_path, checkpoint_path, cpu=
 `make_animation(source_image, driving_video, generator, kp_detector, relative=True,
 adapt_movement_scale=True, cpu=False)` keep their signatures and return values.
 
+TPSMM configs (config/tpsmm-*.yaml) work too, with TPSMM's own API and modes: `load_checkpoints`
+returns (inpainting_network, kp_detector, dense_motion_network, avd_network) and
+`make_animation(source_image, driving_video, inpainting_network, kp_detector, dense_motion_network,
+avd_network, device, mode='relative')` as TPSMM's demo.py; `--mode standard|relative|avd` on the
+command line (default relative).
+
 Inside, the driving video is streamed: frames are decoded, animated in small batches and encoded as
 they go, so memory does not grow with the video's length. The source's keypoints and encoder
 features are computed once, not once per frame.
@@ -37,7 +43,7 @@ import animate
 from animate import ImageAnimator as Animator, batched, convex_hull_area, default_batch_size, to_uint8
 from modules.build import build_models
 from modules.checkpoint import load_state
-from modules.config import load_config
+from modules.config import load_config, motion_model
 from modules.errors import InputError, UserError
 from modules.inference import optimize_for_inference
 from multi_face import INCREASE, RATIO, FaceAnimator, check_increase, check_ratio, detect_faces
@@ -62,6 +68,7 @@ ORIGINAL_DEFAULTS = {  # the original demo's, kept when --config is given
 }
 PREVIEW_PANEL = 192  # minimum panel size of the preview, in pixels
 FACE_CONFIG_WORDS = ('vox', 'nemo', 'face', 'cartoon')  # --face_detector auto: configs of face models
+MODES = ('standard', 'relative', 'avd')  # TPSMM's demo modes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -69,7 +76,10 @@ FACE_CONFIG_WORDS = ('vox', 'nemo', 'face', 'cartoon')  # --face_detector auto: 
 # ----------------------------------------------------------------------------------------------
 
 def pick_device(cpu=False):
-    """cpu=False asks for CUDA; without a CUDA device it falls back to the CPU with a warning."""
+    """cpu=False asks for CUDA; without a CUDA device it falls back to the CPU with a warning. A
+    torch.device or device string (TPSMM's `device` argument) is used as it is."""
+    if isinstance(cpu, (torch.device, str)):
+        return torch.device(cpu)
     if cpu:
         return torch.device('cpu')
     if torch.cuda.is_available():
@@ -78,15 +88,32 @@ def pick_device(cpu=False):
     return torch.device('cpu')
 
 
+TPS_DEMO_MODELS = ('inpainting_network', 'kp_detector', 'dense_motion_network', 'avd_network')
+
+
 def load_checkpoints(config_path, checkpoint_path, cpu=False):
-    """Builds generator and kp_detector from a config, loads a checkpoint strictly, returns them in
-    eval mode on the CPU (cpu=True) or CUDA: (generator, kp_detector)."""
+    """Builds the models of a config, loads a checkpoint strictly and returns them in eval mode on the
+    CPU (cpu=True) or CUDA (cpu may also be a device, as TPSMM's argument):
+    FOMM: (generator, kp_detector);
+    TPSMM: (inpainting_network, kp_detector, dense_motion_network, avd_network), avd_network None when
+    the checkpoint has none (TPSMM's would silently keep random weights)."""
     device = pick_device(cpu)
     config = load_config(config_path)
-    models = build_models(config['model_params'], names=['generator', 'kp_detector'], device=device)
-    load_state(checkpoint_path, models, source=str(checkpoint_path), config_path=str(config_path),
-               map_location=device)
-    return models['generator'].eval(), models['kp_detector'].eval()
+    tps = motion_model(config['model_params']) == 'tps'
+    names = TPS_DEMO_MODELS if tps else ('generator', 'kp_detector')
+    models = build_models(config['model_params'], names=names, device=device)
+    checkpoint = load_state_for_demo(checkpoint_path, models, config_path, device, optional=('avd_network',))
+    if tps and checkpoint.get('avd_network') is None:
+        models['avd_network'] = None
+    return tuple(models[name].eval() if models[name] is not None else None for name in names)
+
+
+def load_state_for_demo(checkpoint_path, models, config_path, device, optional=()):
+    """Reads `checkpoint_path` and loads it strictly into `models` -> the checkpoint dict."""
+    from modules.checkpoint import read_checkpoint
+    checkpoint = read_checkpoint(checkpoint_path, map_location=device)
+    load_state(checkpoint, models, source=str(checkpoint_path), config_path=str(config_path), optional=optional)
+    return checkpoint
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,16 +121,39 @@ def load_checkpoints(config_path, checkpoint_path, cpu=False):
 # ----------------------------------------------------------------------------------------------
 
 def make_animation(source_image, driving_video, generator, kp_detector, relative=True, adapt_movement_scale=True,
-                   cpu=False, batch_size=None):
+                   cpu=False, batch_size=None, mode='relative'):
     """The original's API: source_image (H, W, 3) and driving_video (list of (H, W, 3)) floats in [0, 1]
     -> list of predicted frames (H, W, 3) float32. kp_driving_initial is the first driving frame; with
     `relative`, both the relative movement and the relative jacobian are used (as the original).
-    `cpu` is kept for compatibility: the models' device is used."""
-    animator = Animator(source_image, generator, kp_detector, relative, adapt_movement_scale)
+    `cpu` is kept for compatibility: the models' device is used.
+
+    TPSMM's call works too: make_animation(source_image, driving_video, inpainting_network, kp_detector,
+    dense_motion_network, avd_network, device, mode='relative') (the positions of relative,
+    adapt_movement_scale and cpu then hold dense_motion_network, avd_network and the device)."""
+    from modules.tpsmm import InpaintingNetwork
+    if isinstance(generator, InpaintingNetwork):
+        generator, motion = tps_motion(generator, relative, adapt_movement_scale, mode)
+        animator = Animator(source_image, generator, kp_detector, **motion)
+    else:
+        animator = Animator(source_image, generator, kp_detector, relative, adapt_movement_scale)
     predictions = []
     for frames in batched(driving_video, batch_size or default_batch_size(animator.device)):
         predictions.extend(animator(np.stack(frames)))
     return predictions
+
+
+def tps_motion(inpainting_network, dense_motion_network, avd_network=None, mode='relative'):
+    """TPSMM's networks and demo mode -> (generator, motion options of ImageAnimator / FaceAnimator):
+    'standard' = absolute keypoints, 'relative' = relative motion always scaled by the keypoints'
+    convex-hull sizes (as TPSMM), 'avd' = avd_network re-poses the source's keypoints."""
+    from modules.tpsmm import TpsGenerator
+    if mode not in MODES:
+        raise InputError(f'--mode must be one of {", ".join(MODES)}, got {mode!r}')
+    if mode == 'avd' and avd_network is None:
+        raise InputError('--mode avd needs an avd_network in the checkpoint (train one with run.py --mode train_avd)')
+    return TpsGenerator(inpainting_network, dense_motion_network), dict(
+        relative=mode == 'relative', adapt_movement_scale=mode == 'relative',
+        avd_network=avd_network if mode == 'avd' else None)
 
 
 def normalized_kp(kp_value):
@@ -117,10 +167,11 @@ def find_best_frame(animator, frames, batch_size=1):
     """Index of the driving frame whose model keypoints, normalised (normalized_kp), are closest (sum of
     squared distances) to the source's: the best starting pose for relative animation. Works
     offline: it uses the animation model's own keypoints instead of a face-landmark detector."""
-    source = normalized_kp(animator.kp_source['value'][0].float().cpu().numpy())
+    key = animate.kp_key(animator.kp_source)
+    source = normalized_kp(animator.kp_source[key][0].float().cpu().numpy())
     best, best_distance, index = 0, float('inf'), 0
     for batch in batched(frames, batch_size):
-        values = animator.keypoints(np.stack(batch))['value'].float().cpu().numpy()
+        values = animator.keypoints(np.stack(batch))[key].float().cpu().numpy()
         for value in values:
             distance = float(((normalized_kp(value) - source) ** 2).sum())
             if distance < best_distance:
@@ -229,21 +280,22 @@ def choose_faces(opt, image, detector):
     return boxes[:1]
 
 
-def make_animator(opt, image, size, generator, kp_detector):
+def make_animator(opt, image, size, generator, kp_detector, motion=None):
     """(animator, source shown in the preview) for the full-resolution source `image`: a FaceAnimator
     that pastes the animated faces back into it, or, without faces, an Animator of the whole image
-    resized to the model's `size`."""
+    resized to the model's `size`. motion: the animators' motion options (default: --relative and
+    --adapt_scale; TPSMM: tps_motion's)."""
+    motion = motion or dict(relative=opt.relative, adapt_movement_scale=opt.adapt_scale)
     detector = face_detector_for(opt)
     if opt.face_detector == 'auto' and not opt.multi_person and image.shape[:2] == tuple(size):
         detector = 'none'  # already the model's frame size: a prepared crop, animated whole
     boxes = choose_faces(opt, image, detector)
     if boxes is None:
         source_image = fit_source_image(image, size, opt.source_image)
-        return Animator(source_image, generator, kp_detector, relative=opt.relative,
-                        adapt_movement_scale=opt.adapt_scale, fast=opt.fast), source_image
+        return Animator(source_image, generator, kp_detector, fast=opt.fast, **motion), source_image
     image = to_uint8(image)  # what the video holds; a quarter of the memory per frame
     animator = FaceAnimator(image, boxes, generator, kp_detector, size, ratio=opt.ratio, increase=opt.increase,
-                            relative=opt.relative, adapt_movement_scale=opt.adapt_scale, fast=opt.fast)
+                            fast=opt.fast, **motion)
     log.info('face crops (left, top, width, height): %s, pasted back with --ratio %g',
              ', '.join(map(str, animator.crops)), opt.ratio)
     height, width = image.shape[:2]
@@ -251,6 +303,16 @@ def make_animator(opt, image, size, generator, kp_detector):
         log.info('the source image is %dx%d: the video is %dx%d (its last column / row repeated; H.264 needs even '
                  'sizes)', width, height, width + width % 2, height + height % 2)
     return animator, image
+
+
+def fomm_motion(opt):
+    """A FOMM config's motion options: --relative / --adapt_scale, or what --mode asks for."""
+    if opt.mode == 'avd':
+        raise InputError('--mode avd is TPSMM\'s (its AVD network); FOMM configs have none: use --mode relative '
+                         'or standard')
+    if opt.mode is not None:
+        opt.relative = opt.adapt_scale = opt.mode == 'relative'
+    return dict(relative=opt.relative, adapt_movement_scale=opt.adapt_scale)
 
 
 def check_files(*flags):
@@ -274,10 +336,16 @@ def make_demo(opt):
     cpu = opt.cpu or not torch.cuda.is_available()
     if cpu and not opt.cpu:
         log.info('no CUDA device: running on the CPU')
-    generator, kp_detector = load_checkpoints(opt.config, opt.checkpoint, cpu=cpu)
-    optimize_for_inference(generator)  # ours to change: inference only, never saved
-    optimize_for_inference(kp_detector)
-    animator, source_image = make_animator(opt, image, size, generator, kp_detector)
+    models = load_checkpoints(opt.config, opt.checkpoint, cpu=cpu)
+    for model in models[:3]:  # ours to change: inference only, never saved
+        optimize_for_inference(model)
+    if motion_model(config['model_params']) == 'tps':
+        inpainting_network, kp_detector, dense_motion_network, avd_network = models
+        generator, motion = tps_motion(inpainting_network, dense_motion_network, avd_network, opt.mode or 'relative')
+    else:
+        generator, kp_detector = models
+        motion = fomm_motion(opt)
+    animator, source_image = make_animator(opt, image, size, generator, kp_detector, motion)
 
     batch_size = opt.batch_size or default_batch_size(animator.device, opt.fast)
     best = opt.best_frame
@@ -350,6 +418,11 @@ def build_parser():
     parser.add_argument('--adapt_scale', action=argparse.BooleanOptionalAction, default=None,
                         help='scale the relative motion by the ratio of the keypoints\' convex-hull sizes '
                              '(default: on without --config, else off)')
+    parser.add_argument('--mode', choices=MODES, default=None,
+                        help='TPSMM configs: standard (absolute keypoints), relative (motion relative to the first '
+                             'driving frame, scaled by the keypoints\' hull sizes) or avd (the AVD network re-poses '
+                             'the source\'s keypoints) (default: relative; --relative / --adapt_scale are FOMM\'s). '
+                             'FOMM configs: relative = --relative --adapt_scale, standard = neither')
     parser.add_argument('--find_best_frame', action='store_true',
                         help='start from the driving frame whose keypoint layout is closest to the source\'s')
     parser.add_argument('--best_frame', type=int, default=None, help='start from this driving frame')

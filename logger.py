@@ -184,7 +184,8 @@ class Logger:
         if (self.epoch + 1) % self.checkpoint_freq == 0:
             self.save_cpk()
         self.log_scores(self.names, extra=extra)
-        self.visualize_rec(inp, out)
+        if out is not None:  # (the AVD network's training has no images to show)
+            self.visualize_rec(inp, out)
 
     def __enter__(self):
         return self
@@ -273,7 +274,13 @@ class Visualizer:
         image and its mask (background mask 0 as is, mask i in colour colormap((i - 1) / K), the colour
         of keypoint i - 1), and last the sum of the coloured masks. Low-resolution maps are resized to
         (H, W) with F.interpolate's default nearest mode.
+
+        TPSMM's outputs are drawn the same way: keypoints 'fg_kp', the last (full-resolution) of its
+        occlusion maps, and its deformed_source / contribution_maps as the warped images and masks.
         """
+        def points(kp):  # FOMM's 'value' or TPSMM's 'fg_kp'
+            return to_numpy(kp['value'] if 'value' in kp else kp['fg_kp'])
+
         def to_numpy(tensor):  # any device or dtype -> float32 numpy on the CPU
             return tensor.detach().to('cpu', torch.float32).numpy()
 
@@ -286,13 +293,13 @@ class Visualizer:
         images = []
         source = to_hwc(source)
         size = source.shape[1:3]  # (H, W)
-        images.append((source, to_numpy(out['kp_source']['value'])))
+        images.append((source, points(out['kp_source'])))
 
         # Equivariance visualisation
         if 'transformed_frame' in out:
-            images.append((to_hwc(out['transformed_frame']), to_numpy(out['transformed_kp']['value'])))
+            images.append((to_hwc(out['transformed_frame']), points(out['transformed_kp'])))
 
-        images.append((to_hwc(driving), to_numpy(out['kp_driving']['value'])))
+        images.append((to_hwc(driving), points(out['kp_driving'])))
 
         if 'deformed' in out:
             images.append(to_hwc(out['deformed']))
@@ -300,20 +307,25 @@ class Visualizer:
         # Result with and without keypoints
         prediction = to_hwc(out['prediction'])
         if 'kp_norm' in out:
-            images.append((prediction, to_numpy(out['kp_norm']['value'])))
+            images.append((prediction, points(out['kp_norm'])))
         images.append(prediction)
 
         if 'occlusion_map' in out:
-            occlusion_map = resize(out['occlusion_map'].repeat(1, 3, 1, 1), size)  # (B, 3, H, W)
+            occlusion_map = out['occlusion_map']
+            if isinstance(occlusion_map, (list, tuple)):  # TPSMM: one per resolution, the finest last
+                occlusion_map = occlusion_map[-1]
+            occlusion_map = resize(occlusion_map.repeat(1, 3, 1, 1), size)  # (B, 3, H, W)
             images.append(np.transpose(occlusion_map.numpy(), (0, 2, 3, 1)))
 
-        # Source deformed by each keypoint's transform (index 0: background, identity) and its mask
-        if 'sparse_deformed' in out:
-            num_maps = out['sparse_deformed'].shape[1]  # K + 1
+        # Source deformed by each keypoint's (TPSMM: each spline's) transform (index 0: background) and its mask
+        deformed_key, mask_key = ('sparse_deformed', 'mask') if 'sparse_deformed' in out else (
+            'deformed_source', 'contribution_maps')
+        if deformed_key in out:
+            num_maps = out[deformed_key].shape[1]  # K + 1
             full_mask = []
             for i in range(num_maps):
-                image = resize(out['sparse_deformed'][:, i], size)  # (B, 3, H, W)
-                mask = resize(out['mask'][:, i:(i + 1)].repeat(1, 3, 1, 1), size)  # (B, 3, H, W)
+                image = resize(out[deformed_key][:, i], size)  # (B, 3, H, W)
+                mask = resize(out[mask_key][:, i:(i + 1)].repeat(1, 3, 1, 1), size)  # (B, 3, H, W)
                 image = np.transpose(image.numpy(), (0, 2, 3, 1))
                 mask = np.transpose(mask.numpy(), (0, 2, 3, 1))
                 if i != 0:

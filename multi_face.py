@@ -146,7 +146,7 @@ class FaceAnimator(ImageAnimator):
     """
 
     def __init__(self, source_image, boxes, generator, kp_detector, frame_shape, ratio=RATIO, increase=INCREASE,
-                 relative=True, adapt_movement_scale=True, fast=False):
+                 relative=True, adapt_movement_scale=True, fast=False, avd_network=None):
         from skimage.transform import resize
         check_ratio(ratio)
         check_increase(increase)
@@ -162,7 +162,7 @@ class FaceAnimator(ImageAnimator):
                                for left, top, width, height in self.crops]).astype(np.float32)  # (N, h, w, 3)
         self.masks = [feather_mask(height, width, ratio) for _, _, width, height in self.crops]
         self.order = paste_order(self.crops)
-        super().__init__(self.faces, generator, kp_detector, relative, adapt_movement_scale, fast)
+        super().__init__(self.faces, generator, kp_detector, relative, adapt_movement_scale, fast, avd_network)
 
     def __call__(self, frames):
         batch, count = len(frames), len(self.crops)

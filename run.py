@@ -6,6 +6,8 @@
     torchrun --nproc_per_node=4 run.py --config config/vox-256.yaml --mode train
     python run.py --config config/vox-256.yaml --mode reconstruction --checkpoint vox-cpk.pth.tar
     python run.py --config config/vox-256.yaml --mode animate --checkpoint vox-cpk.pth.tar
+    python run.py --config config/tpsmm-vox-256.yaml --mode train                       (TPSMM)
+    python run.py --config config/tpsmm-vox-256.yaml --mode train_avd --checkpoint "log/.../00000099-checkpoint.pth.tar"
 
 A user mistake (bad config, checkpoint, dataset) is one line on stderr and exit status 2.
 """
@@ -22,9 +24,9 @@ from time import gmtime, strftime
 import numpy as np
 import torch
 
-from modules.build import build_models
+from modules.build import build_models, model_names
 from modules.checkpoint import load_state, read_checkpoint
-from modules.config import load_config
+from modules.config import load_config, motion_model
 from modules.errors import UserError
 from modules.inference import optimize_for_inference
 from modules.vgg import fetch_vgg19_weights
@@ -33,13 +35,18 @@ log = logging.getLogger('run')
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description='First Order Motion Model: train, reconstruct, animate.',
+    parser = argparse.ArgumentParser(description='First Order Motion Model and Thin-Plate Spline Motion Model: '
+                                                 'train, reconstruct, animate.',
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('--config', required=True, help='path to a YAML config (see config/)')
-    parser.add_argument('--mode', default='train', choices=['train', 'reconstruction', 'animate', 'train_segmentation'],
-                        help='train_segmentation: the part segmenter of the config\'s segmentation_params, for '
+    parser.add_argument('--config', required=True,
+                        help='path to a YAML config (see config/; the model family is read from it)')
+    parser.add_argument('--mode', default='train',
+                        choices=['train', 'reconstruction', 'animate', 'train_avd', 'train_segmentation'],
+                        help='train_avd (TPSMM configs): the AVD network, after train, from --checkpoint; '
+                             'train_segmentation: the part segmenter of the config\'s segmentation_params, for '
                              'part_swap.py')
     parser.add_argument('--log_dir', default='log', help='folder of the run folders')
+    parser.add_argument('--tag', default='', help='appended to the run folder\'s name')
     parser.add_argument('--checkpoint', default=None,
                         help='train: resume this run (same folder, next epoch, optimizers and schedulers '
                              'restored); reconstruction/animate: the weights to use')
@@ -98,7 +105,8 @@ def run_folder(opt, distributed):
     stamp = [strftime('%d_%m_%y_%H.%M.%S', gmtime())]
     if distributed:  # every rank uses rank 0's time stamp
         torch.distributed.broadcast_object_list(stamp, src=0)
-    return Path(opt.log_dir) / f'{Path(opt.config).name.split(".")[0]} {stamp[0]}'
+    tag = f' {opt.tag}' if opt.tag else ''
+    return Path(opt.log_dir) / f'{Path(opt.config).name.split(".")[0]} {stamp[0]}{tag}'
 
 
 def open_run_folder(opt, log_dir):
@@ -136,6 +144,22 @@ def segmentation_run(opt, config, device, argv):
     return log_dir
 
 
+def inference_models(family, models, weights, mode):
+    """(generator, kp_detector) in eval mode, rewritten for inference (modules/inference.py). TPSMM:
+    a TpsGenerator over its networks, with the background motion in reconstruction mode when the
+    checkpoint has a bg_predictor (as TPSMM's reconstruction.py)."""
+    if family == 'fomm':
+        return (optimize_for_inference(models[n].eval()) for n in ('generator', 'kp_detector'))
+    from modules.tpsmm import TpsGenerator
+    use_bg = mode == 'reconstruction' and 'bg_predictor' in models and weights.get('bg_predictor') is not None
+    for name in ('inpainting_network', 'dense_motion_network', 'kp_detector', 'bg_predictor'):
+        if name in models:
+            optimize_for_inference(models[name].eval())
+    generator = TpsGenerator(models['inpainting_network'], models['dense_motion_network'],
+                             models['bg_predictor'] if use_bg else None)
+    return generator, models['kp_detector']
+
+
 def main(argv=None):
     opt = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if opt.verbose else logging.INFO, format='%(message)s')
@@ -150,7 +174,15 @@ def main(argv=None):
         if opt.bf16 and opt.mode != 'train':
             raise UserError('--bf16 is for --mode train only (inference: demo.py --fast)')
         if opt.mode not in ('train', 'train_segmentation') and opt.checkpoint is None:
-            raise UserError(f'--mode {opt.mode} needs --checkpoint')
+            raise UserError(f'--mode {opt.mode} needs --checkpoint' + (' (the trained TPSMM model)' if
+                                                                      opt.mode == 'train_avd' else ''))
+        family = motion_model(config['model_params'])
+        if opt.mode == 'train_avd' and family != 'tps':
+            raise UserError(f'--mode train_avd trains TPSMM\'s AVD network: {opt.config} is an FOMM config')
+        if opt.mode == 'train_segmentation' and family != 'fomm':
+            raise UserError('--mode train_segmentation needs an FOMM config with segmentation_params')
+        if opt.bf16 and family != 'fomm':
+            raise UserError('--bf16 is for FOMM configs (TPSMM solves its splines in float32)')
 
         device, distributed = setup_distributed(opt.cpu)
         device = device or pick_device(opt)
@@ -162,7 +194,10 @@ def main(argv=None):
         if opt.mode == 'train_segmentation':
             print(f'done: {segmentation_run(opt, config, device, argv)}')
             return 0
-        models = build_models(config['model_params'], device=device)
+        names = model_names(config['model_params'])
+        if family == 'tps' and opt.mode == 'train':
+            names = tuple(n for n in names if n != 'avd_network')  # trained apart: --mode train_avd
+        models = build_models(config['model_params'], names=names, device=device)
         if opt.verbose:
             for name, model in models.items():
                 log.debug('%s:\n%s', name, model)
@@ -172,11 +207,12 @@ def main(argv=None):
         if weights_path is not None:
             weights = read_checkpoint(weights_path, map_location=device)
             # train() loads them (with the optimizers); the other modes use the models as loaded here
-            load_state(weights, models, source=weights_path, config_path=opt.config, optional=('discriminator',),
+            optional = ('discriminator',) if family == 'fomm' else ('bg_predictor', 'avd_network')
+            load_state(weights, models, source=weights_path, config_path=opt.config, optional=optional,
                        check_only=opt.mode == 'train')
 
         from frames_dataset import FramesDataset
-        dataset = FramesDataset(is_train=(opt.mode == 'train'), **config['dataset_params'])
+        dataset = FramesDataset(is_train=opt.mode in ('train', 'train_avd'), **config['dataset_params'])
 
         log_dir = run_folder(opt, distributed)
         if rank == 0:
@@ -191,16 +227,27 @@ def main(argv=None):
                      f' x {distributed["world_size"]} processes' if distributed else '',
                      ', bfloat16 mixed precision' if opt.bf16 else '', opt.seed, log_dir)
             log_command(argv)
-            train(config, models['generator'], models['discriminator'], models['kp_detector'],
-                  weights if opt.checkpoint else None, str(log_dir), dataset, opt.device_ids, device=device,
-                  init=weights if opt.init else None,
-                  num_workers=opt.num_workers, distributed=distributed,
-                  autocast_dtype=torch.bfloat16 if opt.bf16 else None)
+            options = dict(device=device, init=weights if opt.init else None, num_workers=opt.num_workers,
+                           distributed=distributed, autocast_dtype=torch.bfloat16 if opt.bf16 else None)
+            if family == 'tps':
+                from train import train_tps
+                train_tps(config, models, weights if opt.checkpoint else None, str(log_dir), dataset,
+                          opt.device_ids, **options)
+            else:
+                train(config, models['generator'], models['discriminator'], models['kp_detector'],
+                      weights if opt.checkpoint else None, str(log_dir), dataset, opt.device_ids, **options)
+        elif opt.mode == 'train_avd':
+            from train import train_avd
+            log.info('training the AVD network of %s on %s, seed %d; run folder: %s', opt.config, device, opt.seed,
+                     log_dir)
+            log_command(argv)
+            train_avd(config, models, str(log_dir), dataset, opt.device_ids, device=device,
+                      num_workers=opt.num_workers, distributed=distributed)
         else:
             # Inference only: batch norms folded, upsampling convolutions at low resolution (a
             # rounding-level change: modules/inference.py), and
             # checkpoint=None: the weights were loaded (strictly) above.
-            generator, kp_detector = (optimize_for_inference(models[n].eval()) for n in ('generator', 'kp_detector'))
+            generator, kp_detector = inference_models(family, models, weights, opt.mode)
             if opt.mode == 'reconstruction':
                 from reconstruction import reconstruction
                 reconstruction(config, generator, kp_detector, None, str(log_dir), dataset)

@@ -1,5 +1,8 @@
-"""The training loop of the original (train.py), on one device, several GPUs with DataParallel and
-synchronised BatchNorm, or DistributedDataParallel processes launched by torchrun."""
+"""The training loop of the originals (FOMM's and TPSMM's train.py), on one device, several GPUs with
+DataParallel, or DistributedDataParallel processes launched by torchrun.
+
+One loop (`fit`) serves both model families; what differs (optimizers, the iteration, what a
+checkpoint holds) lives in a small class per family: `FommTraining`, `TpsTraining`."""
 import logging
 import math
 import time
@@ -74,96 +77,251 @@ def _values(losses):
     return values
 
 
-def train_step(x, generator_full, discriminator_full, optimizers, train_discriminator):
-    """One iteration of the original loop: generator + keypoint-detector step, then (only when the
-    GAN loss is on) the discriminator step. The generator-loss backward also fills discriminator
-    gradients; they are zeroed before the discriminator step, as in the original.
+class FommTraining:
+    """FOMM's iteration: generator + keypoint-detector step, then (only with the GAN loss on) the
+    discriminator step. models: {'generator', 'discriminator', 'kp_detector'} (bare, on the device)."""
 
-    x: {'source', 'driving'} batch. Returns ({loss name: float}, generated dict).
-    """
-    losses_generator, generated = generator_full(x)
-    losses = _values(losses_generator)
-    sum(value.mean() for value in losses_generator.values()).backward()
-    optimizers['optimizer_generator'].step()
-    optimizers['optimizer_generator'].zero_grad()
-    optimizers['optimizer_kp_detector'].step()
-    optimizers['optimizer_kp_detector'].zero_grad()
+    resume_optional = ('discriminator', 'optimizer_discriminator')
+    init_optional = ('discriminator',)
 
-    if train_discriminator:
-        optimizers['optimizer_discriminator'].zero_grad()
-        losses_discriminator = discriminator_full(x, generated)
-        losses.update(_values(losses_discriminator))
-        sum(value.mean() for value in losses_discriminator.values()).backward()
-        optimizers['optimizer_discriminator'].step()
-        optimizers['optimizer_discriminator'].zero_grad()
-    return losses, generated
+    def __init__(self, train_params, models, autocast_dtype=None):
+        self.train_params, self.models, self.autocast_dtype = train_params, models, autocast_dtype
+        self.params = train_params  # the config section fit() reads: epochs, batch size, checkpoints
+        self.optimizers = make_optimizers(train_params, models['generator'], models['discriminator'],
+                                          models['kp_detector'])
+        if train_params['lr_kp_detector'] == 0:
+            self.resume_optional += ('optimizer_kp_detector',)
+        self.train_discriminator = train_params['loss_weights']['generator_gan'] != 0
+
+    def schedulers(self, start_epoch):
+        return make_schedulers(self.train_params, self.optimizers, start_epoch)
+
+    def prepare(self, nets, device, device_ids, distributed):
+        """nets: the models as the forward passes see them (DDP-wrapped or bare)."""
+        self.generator_full = GeneratorFullModel(nets['kp_detector'], nets['generator'], nets['discriminator'],
+                                                 self.train_params, autocast_dtype=self.autocast_dtype).to(device)
+        self.discriminator_full = DiscriminatorFullModel(nets['kp_detector'], nets['generator'], nets['discriminator'],
+                                                         self.train_params, autocast_dtype=self.autocast_dtype).to(device)
+        if not distributed and device.type == 'cuda' and len(device_ids) > 1:
+            self.generator_full = DataParallelWithCallback(self.generator_full, device_ids=device_ids)
+            self.discriminator_full = DataParallelWithCallback(self.discriminator_full, device_ids=device_ids)
+        return not isinstance(self.generator_full, DataParallelWithCallback)  # inputs go to the device here
+
+    def step(self, x, epoch):
+        """One iteration of the original loop. The generator-loss backward also fills discriminator
+        gradients; they are zeroed before the discriminator step, as in the original.
+        x: {'source', 'driving'} batch. Returns ({loss name: float}, generated dict)."""
+        optimizers = self.optimizers
+        losses_generator, generated = self.generator_full(x)
+        losses = _values(losses_generator)
+        sum(value.mean() for value in losses_generator.values()).backward()
+        optimizers['optimizer_generator'].step()
+        optimizers['optimizer_generator'].zero_grad()
+        optimizers['optimizer_kp_detector'].step()
+        optimizers['optimizer_kp_detector'].zero_grad()
+
+        if self.train_discriminator:
+            optimizers['optimizer_discriminator'].zero_grad()
+            losses_discriminator = self.discriminator_full(x, generated)
+            losses.update(_values(losses_discriminator))
+            sum(value.mean() for value in losses_discriminator.values()).backward()
+            optimizers['optimizer_discriminator'].step()
+            optimizers['optimizer_discriminator'].zero_grad()
+        return losses, generated
+
+    def saved(self, epoch):
+        """What a checkpoint holds after `epoch`."""
+        return {**self.models, **self.optimizers}
 
 
-def train(config, generator, discriminator, kp_detector, checkpoint, log_dir, dataset, device_ids, *,
-          device=None, init=None, num_workers=0, distributed=None, autocast_dtype=None):
-    """Trains the three networks as the original train.py.
+class TpsTraining:
+    """TPSMM's iteration (its train.py): one Adam (weight decay 1e-4) over the inpainting, dense-motion
+    and keypoint networks, another over the background predictor (stepped from bg_start on); gradients
+    clipped to an infinity norm of 10 except the inpainting network's. models: {'inpainting_network',
+    'dense_motion_network', 'kp_detector'[, 'bg_predictor']} (bare, on the device)."""
 
-    config: a loaded config dict. generator, discriminator, kp_detector: the bare models, already on
-    `device`. checkpoint: path (or loaded checkpoint dict) to resume from (same run: epoch, optimizers and schedulers restored;
-    training goes on at the next epoch) or None. init: path or dict whose weights start a new run at epoch 0
-    (a missing discriminator is fine). log_dir: the run folder. dataset: a FramesDataset in train
-    mode. device_ids: CUDA device ids for DataParallel (several -> synchronised BatchNorm across
-    them). distributed: None, or {'rank', 'world_size'} when launched by torchrun (one device per
-    process; models are wrapped in DistributedDataParallel, only rank 0 logs and saves).
-    autocast_dtype: None (float32) or torch.bfloat16: mixed-precision training (see GeneratorFullModel).
-    Returns the last epoch's mean losses {name: float}.
-    """
-    train_params = config['train_params']
-    device = torch.device(device) if device is not None else next(generator.parameters()).device
+    resume_optional = ('bg_predictor', 'optimizer_bg_predictor')  # saved only from bg_start on
+    init_optional = ('bg_predictor',)
+
+    def __init__(self, train_params, models, autocast_dtype=None):
+        if autocast_dtype is not None:
+            raise TrainingError('mixed precision (--bf16) is for FOMM configs: TPSMM solves its splines in float32')
+        self.train_params, self.models = train_params, models
+        self.params = train_params
+        self.bg_predictor = models.get('bg_predictor')
+        self.bg_start = train_params.get('bg_start', 0)
+        lr = train_params['lr_generator']
+        parameters = [p for name in ('inpainting_network', 'dense_motion_network', 'kp_detector')
+                      for p in models[name].parameters()]
+        self.optimizers = {'optimizer': torch.optim.Adam([{'params': parameters, 'initial_lr': lr}], lr=lr,
+                                                         betas=(0.5, 0.999), weight_decay=1e-4)}
+        if self.bg_predictor is not None:
+            self.optimizers['optimizer_bg_predictor'] = torch.optim.Adam(
+                [{'params': self.bg_predictor.parameters(), 'initial_lr': lr}], lr=lr, betas=(0.5, 0.999),
+                weight_decay=1e-4)
+
+    def schedulers(self, start_epoch):
+        milestones = self.train_params.get('epoch_milestones', [])
+        return {name: MultiStepLR(optimizer, milestones, gamma=0.1, last_epoch=start_epoch - 1)
+                for name, optimizer in self.optimizers.items()}
+
+    def prepare(self, nets, device, device_ids, distributed):
+        from modules.tpsmm.model import GeneratorFullModel as TpsGeneratorFullModel
+        self.generator_full = TpsGeneratorFullModel(nets['kp_detector'], nets.get('bg_predictor'),
+                                                    nets['dense_motion_network'], nets['inpainting_network'],
+                                                    self.train_params).to(device)
+        if not distributed and device.type == 'cuda' and len(device_ids) > 1:
+            self.generator_full = torch.nn.DataParallel(self.generator_full, device_ids=device_ids)
+        return not isinstance(self.generator_full, torch.nn.DataParallel)
+
+    def step(self, x, epoch):
+        losses_generator, generated = self.generator_full(x, epoch)
+        losses = _values(losses_generator)
+        sum(value.mean() for value in losses_generator.values()).backward()
+        clipped = ['kp_detector', 'dense_motion_network']
+        train_bg = self.bg_predictor is not None and epoch >= self.bg_start
+        if train_bg:
+            clipped.append('bg_predictor')
+        for name in clipped:
+            torch.nn.utils.clip_grad_norm_(self.models[name].parameters(), max_norm=10, norm_type=math.inf)
+        self.optimizers['optimizer'].step()
+        self.optimizers['optimizer'].zero_grad()
+        if train_bg:
+            self.optimizers['optimizer_bg_predictor'].step()
+            self.optimizers['optimizer_bg_predictor'].zero_grad()
+        return losses, generated
+
+    def saved(self, epoch):
+        saved = {name: self.models[name] for name in ('inpainting_network', 'dense_motion_network', 'kp_detector')}
+        saved['optimizer'] = self.optimizers['optimizer']
+        if self.bg_predictor is not None and epoch >= self.bg_start:
+            saved['bg_predictor'] = self.bg_predictor
+            saved['optimizer_bg_predictor'] = self.optimizers['optimizer_bg_predictor']
+        return saved
+
+
+class AvdTraining:
+    """TPSMM's train_avd.py: only the AVD network learns (Adam, betas (0.5, 0.999)), to rebuild driving
+    keypoints from the source's keypoints and randomly rescaled driving ones. As TPSMM, the keypoint
+    detector is left in train mode (its BatchNorm statistics follow the data: they are saved with the
+    AVD checkpoint, as in the published ones). models: build_models' TPSMM dict, loaded from the trained
+    checkpoint; the checkpoint written holds them all, plus optimizer_avd."""
+
+    resume_optional = ()
+    init_optional = ()
+
+    def __init__(self, train_avd_params, models):
+        self.params, self.models = train_avd_params, models
+        self.avd_network = models['avd_network']
+        self.optimizers = {'optimizer_avd': torch.optim.Adam(self.avd_network.parameters(), lr=train_avd_params['lr'],
+                                                             betas=(0.5, 0.999))}
+
+    def schedulers(self, start_epoch):
+        milestones = self.params.get('epoch_milestones', [])
+        return {'optimizer_avd': MultiStepLR(self.optimizers['optimizer_avd'], milestones, gamma=0.1,
+                                             last_epoch=start_epoch - 1)}
+
+    def prepare(self, nets, device, device_ids, distributed):
+        self.nets = nets
+        return True
+
+    def step(self, x, epoch):
+        from modules.tpsmm.model import avd_losses
+        losses, _ = avd_losses(self.nets['kp_detector'], self.nets['avd_network'], x, self.params)
+        values = _values(losses)
+        losses['rec_kp'].backward()
+        self.optimizers['optimizer_avd'].step()
+        self.optimizers['optimizer_avd'].zero_grad()
+        return values, None
+
+    def saved(self, epoch):
+        names = ('inpainting_network', 'dense_motion_network', 'kp_detector', 'avd_network')
+        saved = {name: self.models[name] for name in names}
+        saved['optimizer_avd'] = self.optimizers['optimizer_avd']
+        if 'bg_predictor' in self.models:
+            saved['bg_predictor'] = self.models['bg_predictor']
+        return saved
+
+
+def train(config, generator, discriminator, kp_detector, checkpoint, log_dir, dataset, device_ids, **options):
+    """Trains FOMM's three networks as the original train.py (the original's signature); see fit."""
+    models = {'generator': generator, 'discriminator': discriminator, 'kp_detector': kp_detector}
+    return fit(config, FommTraining(config['train_params'], models, options.pop('autocast_dtype', None)),
+               checkpoint, log_dir, dataset, device_ids, **options)
+
+
+def train_tps(config, models, checkpoint, log_dir, dataset, device_ids, **options):
+    """Trains TPSMM's networks as its train.py; models: build_models' dict (avd_network is left out). See fit."""
+    models = {name: model for name, model in models.items() if name != 'avd_network'}
+    return fit(config, TpsTraining(config['train_params'], models, options.pop('autocast_dtype', None)),
+               checkpoint, log_dir, dataset, device_ids, **options)
+
+
+def train_avd(config, models, log_dir, dataset, device_ids, **options):
+    """Trains TPSMM's AVD network as its train_avd.py (epochs from 0); models: build_models' dict with the
+    trained weights loaded (the AVD network's own, if the checkpoint had them, are trained further).
+    Needs the config's train_avd_params. See fit."""
+    if config.get('train_avd_params') is None:
+        raise TrainingError('the config has no train_avd_params section: add one (see config/tpsmm-vox-256.yaml)')
+    return fit(config, AvdTraining(config['train_avd_params'], models), None, log_dir, dataset, device_ids,
+               **options)
+
+
+def make_dataloader(dataset, params, device, num_workers, distributed):
+    """DatasetRepeater(num_repeats) -> a shuffling, drop-last DataLoader with params['batch_size'] split
+    over the processes (DistributedSampler under torchrun). Returns (dataloader, sampler or None)."""
     rank = distributed['rank'] if distributed else 0
     world_size = distributed['world_size'] if distributed else 1
-    optimizers = make_optimizers(train_params, generator, discriminator, kp_detector)
-    models = {'generator': generator, 'discriminator': discriminator, 'kp_detector': kp_detector}
-
-    start_epoch = 0
-    if checkpoint is not None:
-        optional = ('discriminator', 'optimizer_discriminator')
-        if train_params['lr_kp_detector'] == 0:
-            optional += ('optimizer_kp_detector',)
-        start_epoch = load_state(checkpoint, {**models, **optimizers}, optional=optional, map_location=device) + 1
-        log.info('resuming at epoch %d', start_epoch)
-    elif init is not None:
-        load_state(init, models, optional=('discriminator',), map_location=device)
-        log.info('initialised the models from the --init weights; starting at epoch 0')
-    schedulers = make_schedulers(train_params, optimizers, start_epoch)
-
-    num_repeats = train_params.get('num_repeats', 1)
+    num_repeats = params.get('num_repeats', 1)
     if num_repeats != 1:
         dataset = DatasetRepeater(dataset, num_repeats)
-    batch_size = train_params['batch_size']
+    batch_size = params['batch_size']
     if distributed:
         if batch_size % world_size:
-            raise TrainingError(f'train_params.batch_size {batch_size} is not divisible by the {world_size} '
-                                f'processes: use a multiple of {world_size}')
+            raise TrainingError(f'batch_size {batch_size} is not divisible by the {world_size} processes: use a '
+                                f'multiple of {world_size}')
         batch_size //= world_size  # the config's batch size stays the global one, as with DataParallel
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, drop_last=True) \
         if distributed else None
     if len(dataset) // world_size < batch_size:
-        raise TrainingError(f'train_params.batch_size {train_params["batch_size"]} is larger than the dataset '
-                            f'({len(dataset)} items with num_repeats {num_repeats}): lower batch_size or raise '
-                            f'num_repeats')
+        raise TrainingError(f'batch_size {params["batch_size"]} is larger than the dataset ({len(dataset)} items '
+                            f'with num_repeats {num_repeats}): lower batch_size or raise num_repeats')
     dataloader = DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
                             num_workers=num_workers, drop_last=True, pin_memory=device.type == 'cuda',
                             persistent_workers=num_workers > 0)
+    return dataloader, sampler
 
-    nets = _wrap_ddp(models, device) if distributed else models
-    generator_full = GeneratorFullModel(nets['kp_detector'], nets['generator'], nets['discriminator'], train_params,
-                                        autocast_dtype=autocast_dtype)
-    discriminator_full = DiscriminatorFullModel(nets['kp_detector'], nets['generator'], nets['discriminator'],
-                                                train_params, autocast_dtype=autocast_dtype)
-    generator_full.to(device)  # the pyramid and VGG19 buffers
-    discriminator_full.to(device)
-    if not distributed and device.type == 'cuda' and len(device_ids) > 1:
-        generator_full = DataParallelWithCallback(generator_full, device_ids=device_ids)
-        discriminator_full = DataParallelWithCallback(discriminator_full, device_ids=device_ids)
-    scatter_inputs = not isinstance(generator_full, DataParallelWithCallback)
 
-    train_discriminator = train_params['loss_weights']['generator_gan'] != 0
+def fit(config, training, checkpoint, log_dir, dataset, device_ids, *, device=None, init=None, num_workers=0,
+        distributed=None):
+    """The training loop of both families.
+
+    config: a loaded config dict. training: FommTraining or TpsTraining around the bare models, already
+    on `device`. checkpoint: path (or loaded checkpoint dict) to resume from (same run: epoch,
+    optimizers and schedulers restored; training goes on at the next epoch) or None. init: path or
+    dict whose weights start a new run at epoch 0. log_dir: the run folder. dataset: a FramesDataset
+    in train mode. device_ids: CUDA device ids for DataParallel. distributed: None, or {'rank',
+    'world_size'} when launched by torchrun (one device per process; models are wrapped in
+    DistributedDataParallel, only rank 0 logs and saves). Returns the last epoch's mean losses.
+    """
+    train_params = training.params
+    models = training.models
+    device = torch.device(device) if device is not None else next(next(iter(models.values())).parameters()).device
+    rank = distributed['rank'] if distributed else 0
+
+    start_epoch = 0
+    if checkpoint is not None:
+        start_epoch = load_state(checkpoint, {**models, **training.optimizers}, optional=training.resume_optional,
+                                 map_location=device) + 1
+        log.info('resuming at epoch %d', start_epoch)
+    elif init is not None:
+        load_state(init, models, optional=training.init_optional, map_location=device)
+        log.info('initialised the models from the --init weights; starting at epoch 0')
+    schedulers = training.schedulers(start_epoch)
+    dataloader, sampler = make_dataloader(dataset, train_params, device, num_workers, distributed)
+    scatter_inputs = training.prepare(_wrap_ddp(models, device) if distributed else models, device, device_ids,
+                                      distributed)
+
     means = {}
     logger = Logger(log_dir=log_dir, visualizer_params=config['visualizer_params'],
                     checkpoint_freq=train_params['checkpoint_freq'], enabled=rank == 0)
@@ -178,8 +336,7 @@ def train(config, generator, discriminator, kp_detector, checkpoint, log_dir, da
                 if scatter_inputs:
                     x = _to_device(x, device)
                 try:
-                    losses, generated = train_step(x, generator_full, discriminator_full, optimizers,
-                                                   train_discriminator)
+                    losses, generated = training.step(x, epoch)
                 except NonFiniteLoss as e:
                     raise TrainingError(f'loss {e.name!r} became {e.value} at epoch {epoch}, iteration '
                                         f'{iteration}; last good checkpoint: {_last_checkpoint(log_dir)}; lower '
@@ -197,26 +354,29 @@ def train(config, generator, discriminator, kp_detector, checkpoint, log_dir, da
             means = {k: v / count for k, v in totals.items()}
             summary = (f'{count} iterations in {seconds:.1f} s ({seconds / count:.3f} s/it, '
                        f'{count * train_params["batch_size"] / seconds:.1f} images/s)')
-            logger.log_epoch(epoch, {**models, **optimizers}, inp=x, out=generated, extra=summary)
+            logger.log_epoch(epoch, training.saved(epoch), inp=x, out=generated, extra=summary)
     if distributed:
         torch.distributed.barrier()
     return means
 
 
 def _wrap_ddp(models, device):
-    """DistributedDataParallel per network (kp_detector runs several times per step, which DDP
-    allows: gradients are reduced once per backward). BatchNorm statistics are synchronised across
-    ranks, so every rank keeps identical running statistics and buffers need no broadcast."""
+    """DistributedDataParallel per network (a keypoint detector runs several times per step, which DDP
+    allows: gradients are reduced once per backward). FOMM's BatchNorm statistics are synchronised
+    across ranks, so every rank keeps identical running statistics and buffers need no broadcast;
+    TPSMM's ResNets use plain BatchNorm: rank 0's buffers are broadcast at every forward."""
     from torch.nn.parallel import DistributedDataParallel
 
     from sync_batchnorm.batchnorm import _SynchronizedBatchNorm
 
     wrapped = {}
     for name, model in models.items():
-        for module in model.modules():
-            if isinstance(module, _SynchronizedBatchNorm):
-                module.sync_distributed = True
+        synchronised = [m for m in model.modules() if isinstance(m, _SynchronizedBatchNorm)]
+        for module in synchronised:
+            module.sync_distributed = True
+        plain = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(m, _SynchronizedBatchNorm)
+                    for m in model.modules())
         ids = [device.index] if device.type == 'cuda' else None
-        wrapped[name] = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False,
+        wrapped[name] = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=plain,
                                                 find_unused_parameters=False)
     return wrapped

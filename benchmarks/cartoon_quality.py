@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import cartoon_faces  # noqa: E402
+from animate import kp_key  # noqa: E402
 from demo import BUNDLED_DEFAULTS, load_checkpoints  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def keypoints_px(kp_detector, frames, batch_size=64):
     values = []
     for start in range(0, len(frames), batch_size):
         x = torch.from_numpy(frames[start:start + batch_size]).permute(0, 3, 1, 2).to(device)
-        values.append(kp_detector(x)['value'].float().cpu().numpy())
+        kp = kp_detector(x)
+        values.append(kp[kp_key(kp)].float().cpu().numpy())
     size = np.array([frames.shape[2], frames.shape[1]], np.float64)
     return (np.concatenate(values) + 1) * (size - 1) / 2
 
@@ -124,6 +126,24 @@ def reconstruction_l1(config_path, checkpoint, root, work):
     return float(rows['mean'])
 
 
+def seconds_per_frame(config_path, models, frames, rounds=3):
+    """demo.py's default path (relative motion) on one video: median over `rounds` of seconds per
+    frame, after a warm-up; the source's one-time work included."""
+    import time
+
+    import demo
+    from modules.inference import optimize_for_inference
+    for model in models[:3]:
+        if model is not None:
+            optimize_for_inference(model)
+    times = []
+    for _ in range(rounds + 1):
+        start = time.perf_counter()
+        demo.make_animation(frames[0], list(frames), *models, cpu=True)
+        times.append((time.perf_counter() - start) / len(frames))
+    return float(np.median(times[1:]))
+
+
 def segmentation_iou(config_path, checkpoint, root, size):
     """Step 4: {'segmentation_iou': {part name: IoU}, 'segmentation_mean_iou': float}."""
     from modules.config import load_config
@@ -149,14 +169,15 @@ def evaluate(config, checkpoint, seed=1, videos=60, test_videos=20, frames=64, w
         names = {split: sorted(p.name for p in (root / split).iterdir()) for split in ('train', 'test')}
         l1 = reconstruction_l1(config, checkpoint, root, work)
         baseline = no_motion_l1(root, names['test'], size)
-        _, kp_detector = load_checkpoints(config, checkpoint, cpu=True)
-        tracking = tracking_error(kp_detector, root, names['train'], names['test'], size)
+        models = load_checkpoints(config, checkpoint, cpu=True)  # kp_detector second in both families
+        tracking = tracking_error(models[1], root, names['train'], names['test'], size)
+        speed = seconds_per_frame(config, models, video_frames(root, 'test', names['test'][0], size))
         segmentation = {} if segmentation_checkpoint is None or not Path(segmentation_checkpoint).is_file() else \
             segmentation_iou(config, segmentation_checkpoint, root, size)
     return {'dataset': {'seed': seed, 'videos': videos, 'test_videos': test_videos, 'frames': frames, 'size': size},
             'reconstruction_l1': l1, 'no_motion_l1': baseline, 'l1_ratio': l1 / baseline,
             'keypoint_error_px': tracking['error_px'], 'constant_landmarks_error_px': tracking['constant_px'],
-            'per_landmark_px': tracking['per_landmark_px'], **segmentation}
+            'per_landmark_px': tracking['per_landmark_px'], 'seconds_per_frame': speed, **segmentation}
 
 
 def main(argv=None):
@@ -184,6 +205,7 @@ def main(argv=None):
     print(f"keypoint tracking: mean landmark error {result['keypoint_error_px']:.2f} px vs "
           f"{result['constant_landmarks_error_px']:.2f} px for constant landmarks (frame {d['size']} px)")
     print('per landmark: ' + ', '.join(f'{k} {v:.2f}' for k, v in result['per_landmark_px'].items()))
+    print(f"speed: {result['seconds_per_frame'] * 1000:.1f} ms per frame (demo.py's default path, one test video)")
     if 'segmentation_iou' in result:
         print(f"part segmentation IoU, mean over parts {result['segmentation_mean_iou']:.3f} (goal >= 0.8): " +
               ', '.join(f'{k} {v:.3f}' for k, v in result['segmentation_iou'].items()))

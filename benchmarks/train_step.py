@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from modules.build import build_models  # noqa: E402
 from modules.config import load_config  # noqa: E402
-from modules.model import DiscriminatorFullModel, GeneratorFullModel, Vgg19  # noqa: E402
-from train import make_optimizers, train_step  # noqa: E402
+from modules.model import Vgg19  # noqa: E402
+from train import FommTraining  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,14 +40,9 @@ def measure(config_name, device, batch_size, iters, vgg_path, autocast_dtype=Non
     train_params = copy.deepcopy(config['train_params'])
     train_params['vgg19_weights'] = vgg_path
     models = build_models(config['model_params'], device=device)
-    optimizers = make_optimizers(train_params, models['generator'], models['discriminator'], models['kp_detector'])
-    gf = GeneratorFullModel(models['kp_detector'], models['generator'], models['discriminator'], train_params,
-                            autocast_dtype=autocast_dtype).to(device)
-    df = DiscriminatorFullModel(models['kp_detector'], models['generator'], models['discriminator'],
-                                train_params, autocast_dtype=autocast_dtype).to(device)
-    gf.train()
-    df.train()
-    gan = train_params['loss_weights']['generator_gan'] != 0
+    training = FommTraining(train_params, models, autocast_dtype)
+    training.prepare(models, device, [], None)
+    gan = training.train_discriminator
     h, w = config['dataset_params']['frame_shape'][:2]
     x = {'source': torch.rand(batch_size, 3, h, w, device=device), 'driving': torch.rand(batch_size, 3, h, w, device=device)}
     if device.type == 'cuda':
@@ -57,7 +52,7 @@ def measure(config_name, device, batch_size, iters, vgg_path, autocast_dtype=Non
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        train_step(x, gf, df, optimizers, train_discriminator=gan)
+        training.step(x, epoch=0)
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
         if i > 0:  # the first iteration is a warm-up

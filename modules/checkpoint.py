@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from modules.build import MODEL_NAMES, build_models
+from modules.build import MODEL_NAMES, TPS_MODEL_NAMES, build_models
+
+ALL_MODEL_NAMES = MODEL_NAMES + tuple(n for n in TPS_MODEL_NAMES if n not in MODEL_NAMES)
 from modules.errors import CheckpointError, ConfigError
 from modules.fileio import atomic_path
 from modules.util import unwrap
@@ -50,8 +52,8 @@ def read_checkpoint(path, map_location='cpu'):
         raise CheckpointError(f'{path} is not a readable PyTorch checkpoint ({first}): '
                               f'the file is corrupt or truncated, download or copy it again') from e
     if not isinstance(checkpoint, dict):
-        raise CheckpointError(f'{path} holds a {type(checkpoint).__name__}, not a checkpoint dict '
-                              f'with {", ".join(MODEL_NAMES)}')
+        raise CheckpointError(f'{path} holds a {type(checkpoint).__name__}, not a checkpoint dict of '
+                              f'models (FOMM: {", ".join(MODEL_NAMES)}; TPSMM: {", ".join(TPS_MODEL_NAMES)})')
     return checkpoint
 
 
@@ -110,14 +112,14 @@ def _module_signature(module):
 def fitting_configs(checkpoint, config_paths=None, names=None):
     """Official configs whose models have exactly the checkpoint's keys and shapes.
 
-    checkpoint: a loaded checkpoint dict. names: the modules to compare (default: those of
-    generator / kp_detector / discriminator present in the checkpoint). Returns (fits, closest):
+    checkpoint: a loaded checkpoint dict. names: the modules to compare (default: the models of either
+    family present in the checkpoint). Returns (fits, closest):
     the list of fitting config paths, and the config with the fewest mismatching keys (or None).
     Models are built on the meta device: no memory and no initialisation cost.
     """
     from modules.config import find_config_files, load_config  # the config module imports nothing of ours
 
-    names = names or [n for n in MODEL_NAMES if isinstance(checkpoint.get(n), dict)]
+    names = names or [n for n in ALL_MODEL_NAMES if isinstance(checkpoint.get(n), dict)]
     fits, closest, fewest = [], None, None
     for config_path in (config_paths if config_paths is not None else find_config_files()):
         try:
@@ -155,6 +157,19 @@ def _fit_hint(checkpoint, names):
     return 'no official config fits it; use the config it was trained with'
 
 
+def _family_hint(checkpoint):
+    """Which family's checkpoint this looks like, and the configs that fit it."""
+    if 'inpainting_network' in checkpoint:
+        family = 'a TPSMM checkpoint (inpainting_network, dense_motion_network, ...): use a TPSMM config'
+    elif 'generator' in checkpoint:
+        family = 'an FOMM checkpoint (generator, kp_detector, ...): use an FOMM config'
+    else:
+        return 'it holds neither FOMM nor TPSMM models'
+    names = [n for n in ALL_MODEL_NAMES if isinstance(checkpoint.get(n), dict)]
+    fits, _ = fitting_configs(checkpoint, names=names)
+    return family + (' such as ' + ' / '.join(display_path(p) for p in fits) if fits else '')
+
+
 def load_state(checkpoint, modules, source=None, config_path=None, optional=(), map_location='cpu',
                check_only=False):
     """Loads entries of a checkpoint into modules and optimizers, strictly.
@@ -183,7 +198,7 @@ def load_state(checkpoint, modules, source=None, config_path=None, optional=(), 
                 continue
             held = ', '.join(k for k in checkpoint) or 'nothing'
             raise CheckpointError(f'{source} has no {name!r} entry (it holds: {held}): '
-                                  f'it is not a FOMM checkpoint for this model')
+                                  f'it is not a checkpoint for this model; {_family_hint(checkpoint)}')
         state = checkpoint[name]
         if not isinstance(state, dict):
             raise CheckpointError(f'{source}: entry {name!r} is a {type(state).__name__}, not a state dict')
@@ -194,7 +209,7 @@ def load_state(checkpoint, modules, source=None, config_path=None, optional=(), 
                 problems.append(message)
         present[name] = state
     if problems:
-        model_names = [n for n in present if isinstance(modules[n], nn.Module) and n in MODEL_NAMES]
+        model_names = [n for n in present if isinstance(modules[n], nn.Module) and n in ALL_MODEL_NAMES]
         raise CheckpointError(f'{source} does not fit{against}: ' + '; '.join(problems) + '; '
                               + _fit_hint(checkpoint, model_names))
 

@@ -64,7 +64,7 @@ __all__ = [
 #: Folder of the official configs (the repository's ``config/``).
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
-#: Official config name -> file name of the checkpoint the authors published for it.
+#: Official config name -> file name of the checkpoint the authors published for it (None: none).
 CHECKPOINT_NAMES = {
     "vox-256": "vox-cpk.pth.tar",
     "vox-adv-256": "vox-adv-cpk.pth.tar",
@@ -80,6 +80,7 @@ CHECKPOINT_NAMES = {
     "tpsmm-taichi-256": "taichi.pth.tar",
     "tpsmm-ted-384": "ted.pth.tar",
     "tpsmm-mgif-256": "mgif.pth.tar",
+    "tpsmm-cartoon-64": None,  # none published: the FOMM vs TPSMM comparison trains it (README)
 }
 
 #: Keys of model_params.common_params; they may appear in that section only.

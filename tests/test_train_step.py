@@ -1,14 +1,13 @@
-"""train.py's own iteration (train_step with its optimizers) equals the original's training iteration
+"""train.py's own iteration (FommTraining.step with its optimizers) equals the original's training iteration
 on fixture-small: losses, gradients seen by each optimizer step, post-step buffers."""
 import pytest
 import torch
 
 from modules.build import build_models
 from modules.checkpoint import load_state
-from modules.model import DiscriminatorFullModel, GeneratorFullModel
 from tests.conftest import FIXTURE_DIR, assert_close, assert_grad_close
 from tests.test_fixture_train import TRAIN_SEED, ZERO_GRAD_SUFFIXES, train_batch
-from train import make_optimizers, train_step
+from train import FommTraining
 
 
 def record_grads_before_step(optimizer, params, into):
@@ -23,23 +22,21 @@ def record_grads_before_step(optimizer, params, into):
 
 
 def fixture_iteration(fixture_config, vgg19_weights_file, ref, autocast_dtype=None):
-    """One train_step on fixture-small from its checkpoint -> (models, losses, grads seen by each
+    """One FommTraining step on fixture-small from its checkpoint -> (models, losses, grads seen by each
     optimizer step, generated)."""
     import copy
     train_params = copy.deepcopy(fixture_config['train_params'])
     train_params['vgg19_weights'] = str(vgg19_weights_file)
     models = build_models(fixture_config['model_params'])
     load_state(FIXTURE_DIR / 'checkpoint.pth.tar', models)
-    optimizers = make_optimizers(train_params, models['generator'], models['discriminator'], models['kp_detector'])
+    training = FommTraining(train_params, models, autocast_dtype)
     grads = {}
     for name, model in models.items():
-        record_grads_before_step(optimizers[f'optimizer_{name}'],
+        record_grads_before_step(training.optimizers[f'optimizer_{name}'],
                                  [(f'{name}/{p}', t) for p, t in model.named_parameters()], grads)
-    args = (models['kp_detector'], models['generator'], models['discriminator'], train_params)
-    gf = GeneratorFullModel(*args, autocast_dtype=autocast_dtype).train()
-    df = DiscriminatorFullModel(*args, autocast_dtype=autocast_dtype).train()
+    training.prepare(models, torch.device('cpu'), [], None)
     torch.manual_seed(TRAIN_SEED)
-    losses, generated = train_step(train_batch(ref), gf, df, optimizers, train_discriminator=True)
+    losses, generated = training.step(train_batch(ref), epoch=0)
     return models, losses, grads, generated
 
 

@@ -5,8 +5,10 @@ anti-aliased resampling) come from modules.util with TPSMM's instance normalisat
 from modules.tpsmm.avd_network import AVDNetwork
 from modules.tpsmm.bg_motion_predictor import BGMotionPredictor
 from modules.tpsmm.dense_motion import DenseMotionNetwork
+from modules.tpsmm.generator import TpsGenerator
 from modules.tpsmm.inpainting_network import InpaintingNetwork
 from modules.tpsmm.keypoint_detector import KPDetector
 from modules.tpsmm.transform import TPS
 
-__all__ = ['AVDNetwork', 'BGMotionPredictor', 'DenseMotionNetwork', 'InpaintingNetwork', 'KPDetector', 'TPS']
+__all__ = ['AVDNetwork', 'BGMotionPredictor', 'DenseMotionNetwork', 'InpaintingNetwork', 'KPDetector', 'TPS',
+           'TpsGenerator']

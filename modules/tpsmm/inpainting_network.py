@@ -67,8 +67,10 @@ class InpaintingNetwork(nn.Module):
             encoder_map.append(out)
         return encoder_map
 
-    def forward(self, source_image, dense_motion):
-        encoder_map = self.encode(source_image)
+    def forward(self, source_image, dense_motion, encoder_map=None):
+        """encoder_map: optional self.encode(source_image), computed once by callers that animate one
+        source with many driving frames (the result is the same)."""
+        encoder_map = self.encode(source_image) if encoder_map is None else encoder_map
         output_dict = {name: dense_motion[name] for name in ('contribution_maps', 'deformed_source', 'occlusion_map')}
         occlusion_map = dense_motion['occlusion_map']
         deformation = dense_motion['deformation']

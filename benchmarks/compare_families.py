@@ -1,0 +1,86 @@
+"""FOMM vs TPSMM on the bundled synthetic cartoons at the same training budget.
+
+    python benchmarks/compare_families.py [--epochs 3] [--work compare] [--cpu]
+
+Trains config/cartoon-64.yaml (FOMM) and config/tpsmm-cartoon-64.yaml (TPSMM) from scratch with
+run.py --mode train, the same data (data/cartoon, from cartoon_faces.py --seed 0), batch size,
+perceptual loss and number of steps (--epochs, each 300 steps of 12 frame pairs), one after the
+other, seed 0; TPS dropout runs during the first third of the epochs (TPSMM's recipe: 35 of 100).
+Then measures each with benchmarks/cartoon_quality.py on a fresh dataset (seed 1): reconstruction
+L1 (and the no-motion baseline), keypoint tracking error against the true landmarks, and the
+seconds per frame of demo.py's default path; plus the training time. Prints a Markdown table.
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / 'benchmarks'))
+
+FAMILIES = {'FOMM': REPO / 'config' / 'cartoon-64.yaml', 'TPSMM': REPO / 'config' / 'tpsmm-cartoon-64.yaml'}
+
+
+def budget_config(config_path, epochs, work):
+    """A copy of `config_path` trained for `epochs` epochs without learning-rate decay."""
+    config = yaml.safe_load(Path(config_path).read_text())
+    params = config['train_params']
+    params.update(num_epochs=epochs, epoch_milestones=[], checkpoint_freq=epochs)
+    if 'dropout_epoch' in params:
+        params.update(dropout_epoch=max(1, round(epochs * 0.35)), dropout_inc_epoch=1)
+    config.pop('segmentation_params', None)
+    path = Path(work) / Path(config_path).name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def train(config, work, cpu):
+    import run
+    log_dir = Path(work) / 'log'
+    before = set(log_dir.glob('*')) if log_dir.exists() else set()
+    started = time.perf_counter()
+    args = ['--config', str(config), '--mode', 'train', '--log_dir', str(log_dir), '--seed', '0']
+    if run.main(args + (['--cpu'] if cpu else [])) != 0:
+        raise SystemExit(f'training {config} failed')
+    minutes = (time.perf_counter() - started) / 60
+    (folder,) = set(log_dir.glob('*')) - before
+    return sorted(folder.glob('*-checkpoint.pth.tar'))[-1], minutes
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--epochs', type=int, default=3, help='training epochs per model (300 steps each)')
+    parser.add_argument('--work', default='compare', help='folder for configs, runs and results')
+    parser.add_argument('--cpu', action='store_true', help='train on the CPU even if CUDA is available')
+    parser.add_argument('--only', choices=list(FAMILIES), default=None, help='train and measure one family only')
+    opt = parser.parse_args(argv)
+    import cartoon_quality
+    work = Path(opt.work)
+    work.mkdir(parents=True, exist_ok=True)
+    results_path = work / 'results.json'
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for family, config_path in FAMILIES.items():
+        if opt.only not in (None, family):
+            continue
+        config = budget_config(config_path, opt.epochs, work)
+        checkpoint, minutes = train(config, work, opt.cpu)
+        quality = cartoon_quality.evaluate(config, checkpoint, seed=1)
+        results[family] = {'epochs': opt.epochs, 'steps': opt.epochs * 300, 'train_minutes': minutes,
+                           'checkpoint': str(checkpoint), **quality}
+        results_path.write_text(json.dumps(results, indent=1))
+    print(f'| model | steps (batch 12) | training time | reconstruction L1 (no motion: '
+          f'{next(iter(results.values()))["no_motion_l1"]:.4f}) | keypoint error vs landmarks | demo s/frame |')
+    print('|---|---|---|---|---|---|')
+    for family, r in results.items():
+        print(f"| {family} | {r['steps']} | {r['train_minutes']:.0f} min | {r['reconstruction_l1']:.4f} | "
+              f"{r['keypoint_error_px']:.2f} px (constant: {r['constant_landmarks_error_px']:.2f} px) | "
+              f"{r['seconds_per_frame'] * 1000:.1f} ms |")
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
