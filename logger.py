@@ -157,19 +157,27 @@ class Logger:
 
     @staticmethod
     def load_cpk(checkpoint_path, generator=None, discriminator=None, kp_detector=None,
-                 optimizer_generator=None, optimizer_discriminator=None, optimizer_kp_detector=None):
+                 optimizer_generator=None, optimizer_discriminator=None, optimizer_kp_detector=None, *,
+                 inpainting_network=None, dense_motion_network=None, bg_predictor=None, avd_network=None,
+                 optimizer=None, optimizer_bg_predictor=None, optimizer_avd=None):
         """Loads a checkpoint into the given models and optimizers -> its epoch.
 
         Strict (modules.checkpoint.load_state, weights_only): a missing entry or any key/shape
         mismatch raises a one-line CheckpointError. As in the original, a checkpoint without
         `discriminator` / `optimizer_discriminator` (the published ones) is accepted: those keep their
-        current state, with a warning.
+        current state, with a warning. TPSMM's keywords (inpainting_network, dense_motion_network,
+        bg_predictor, avd_network, optimizer, optimizer_bg_predictor, optimizer_avd) work as in its
+        Logger: the background predictor, the AVD network and their optimizers may be absent.
         """
         given = {'generator': generator, 'discriminator': discriminator, 'kp_detector': kp_detector,
                  'optimizer_generator': optimizer_generator, 'optimizer_discriminator': optimizer_discriminator,
-                 'optimizer_kp_detector': optimizer_kp_detector}
+                 'optimizer_kp_detector': optimizer_kp_detector, 'inpainting_network': inpainting_network,
+                 'dense_motion_network': dense_motion_network, 'bg_predictor': bg_predictor,
+                 'avd_network': avd_network, 'optimizer': optimizer, 'optimizer_bg_predictor': optimizer_bg_predictor,
+                 'optimizer_avd': optimizer_avd}
         modules = {name: obj for name, obj in given.items() if obj is not None}
-        return load_state(checkpoint_path, modules, optional=('discriminator', 'optimizer_discriminator'))
+        return load_state(checkpoint_path, modules, optional=('discriminator', 'optimizer_discriminator', 'bg_predictor',
+                                                              'avd_network', 'optimizer_bg_predictor', 'optimizer_avd'))
 
     # ---- epoch / context ----
 

@@ -173,7 +173,7 @@ def make_part_swap(opt):
     """Runs part swap for parsed options; returns the result path."""
     from demo import (check_files, driving_frames, even_size, fit_source_image, load_checkpoints, load_source_image,
                       open_result, side_by_side)
-    from modules.config import load_config
+    from modules.config import load_config, motion_model
     from modules.inference import optimize_for_inference
     from video_io import read_video_meta
 
@@ -189,6 +189,9 @@ def make_part_swap(opt):
                 ('--target_video', opt.target_video), ('--segmentation_checkpoint', opt.segmentation_checkpoint))
     meta = read_video_meta(opt.target_video)
     config = load_config(opt.config)
+    if motion_model(config['model_params']) != 'fomm':
+        raise InputError(f'part_swap.py blends FOMM generator features: {opt.config} is a TPSMM config; use an FOMM '
+                         f'config and checkpoint')
     size = tuple(config['dataset_params']['frame_shape'][:2])
     image = load_source_image(opt.source_image)
     source_image = fit_source_image(image, size, opt.source_image)

@@ -8,9 +8,12 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import demo
 from animate import ImageAnimator, adapt_movement_scale_factor, relative_kp
+from logger import Logger
+from modules.build import build_models
 from tests.conftest import REPO, assert_close
 from tests.tpsmm_fixture import TPSMM_FIXTURE_DIR, build_checkpoint
 from tests.video_utils import square_frames, write_video
@@ -142,3 +145,29 @@ def test_cli_modes_differ_and_bad_combinations_are_one_line(tmp_path, checkpoint
         last = out.stderr.strip().splitlines()[-1]
         assert last.startswith('error: ') and message in last and 'Traceback' not in out.stderr, last
         assert not result.exists()
+
+
+def test_logger_load_cpk_takes_tpsmms_keywords(checkpoint_file):
+    """TPSMM's Logger.load_cpk(checkpoint, inpainting_network=..., ...) call works, a checkpoint
+    without AVD network included."""
+    config = yaml.safe_load(CONFIG.read_text())
+    models = build_models(config['model_params'])
+    assert Logger.load_cpk(checkpoint_file, **models) == 0
+    expected = build_checkpoint()
+    for name, model in models.items():
+        assert all(torch.equal(value, expected[name][key]) for key, value in model.state_dict().items()), name
+    fresh = build_models(config['model_params'], names=['inpainting_network', 'kp_detector', 'avd_network'])
+    before = {k: v.clone() for k, v in fresh['avd_network'].state_dict().items()}
+    assert Logger.load_cpk(checkpoint_file.with_name('without-avd.pth.tar'), **fresh) == 0
+    assert all(torch.equal(before[k], v) for k, v in fresh['avd_network'].state_dict().items()), 'kept, with a warning'
+
+
+def test_part_swap_refuses_a_tpsmm_config(tmp_path, checkpoint_file, cli_inputs):
+    source, driving = cli_inputs
+    out = subprocess.run([sys.executable, 'part_swap.py', '--config', str(CONFIG), '--checkpoint', str(checkpoint_file),
+                          '--source_image', str(source), '--target_video', str(driving), '--source_mask', str(source),
+                          '--result_video', str(tmp_path / 'swap.mp4'), '--cpu'],
+                         cwd=REPO, capture_output=True, text=True)
+    last = out.stderr.strip().splitlines()[-1]
+    assert out.returncode == 2 and last.startswith('error: ') and 'TPSMM config' in last, out.stderr[-2000:]
+    assert not (tmp_path / 'swap.mp4').exists()

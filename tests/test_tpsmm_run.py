@@ -144,3 +144,22 @@ def test_new_mode_errors_are_one_line(trained, tmp_path):
     for args, message in cases:
         out = run(*args, '--log_dir', tmp_path / 'log', '--cpu', '--num_workers', '0')
         assert message in error_line(out)
+
+
+def test_ddp_ranks_end_with_identical_parameters(tmp_path):
+    """Two torchrun processes (gloo): DDP keeps TPSMM's parameters identical across ranks (its
+    ResNets' plain BatchNorm statistics are broadcast from rank 0 at each forward, then move with
+    each rank's own batch); only rank 0 writes."""
+    from tests.test_ddp import torchrun
+    root = make_dataset(tmp_path / 'data', 'folder', num_videos=4)
+    config = tps_config(tmp_path, root, epochs=1, batch_size=4, checkpoint_freq=1)
+    out = torchrun('tests/ddp_worker.py', config, tmp_path / 'run', tmp_path)
+    assert out.returncode == 0, out.stderr[-4000:]
+    rank0 = torch.load(tmp_path / 'rank0.pt', weights_only=True)
+    rank1 = torch.load(tmp_path / 'rank1.pt', weights_only=True)
+    models = build_models(yaml.safe_load(config.read_text())['model_params'])
+    for name in ('inpainting_network', 'dense_motion_network', 'kp_detector', 'bg_predictor'):
+        for key, _ in models[name].named_parameters():
+            assert torch.equal(rank0[name][key], rank1[name][key]), f'{name}.{key} differs between ranks'
+    assert [p.name for p in sorted((tmp_path / 'run').glob('*.pth.tar'))] == ['00000000-checkpoint.pth.tar']
+    assert len((tmp_path / 'run' / 'log.txt').read_text().splitlines()) == 1
