@@ -102,18 +102,15 @@ def load_checkpoints(config_path, checkpoint_path, cpu=False):
     tps = motion_model(config['model_params']) == 'tps'
     names = TPS_DEMO_MODELS if tps else ('generator', 'kp_detector')
     models = build_models(config['model_params'], names=names, device=device)
-    checkpoint = load_state_for_demo(checkpoint_path, models, config_path, device, optional=('avd_network',))
-    if tps and checkpoint.get('avd_network') is None:
-        models['avd_network'] = None
-    return tuple(models[name].eval() if models[name] is not None else None for name in names)
-
-
-def load_state_for_demo(checkpoint_path, models, config_path, device, optional=()):
-    """Reads `checkpoint_path` and loads it strictly into `models` -> the checkpoint dict."""
     from modules.checkpoint import read_checkpoint
     checkpoint = read_checkpoint(checkpoint_path, map_location=device)
-    load_state(checkpoint, models, source=str(checkpoint_path), config_path=str(config_path), optional=optional)
-    return checkpoint
+    if tps and checkpoint.get('avd_network') is None:
+        log.info('%s has no avd_network (trained with run.py --mode train_avd): --mode avd is not available',
+                 checkpoint_path)
+        models['avd_network'] = None
+    load_state(checkpoint, {name: model for name, model in models.items() if model is not None},
+               source=str(checkpoint_path), config_path=str(config_path))
+    return tuple(models[name].eval() if models[name] is not None else None for name in names)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,11 +12,14 @@ with the ratios and the PSNR of (c) against (b), with these random weights and w
 model's. Then the peak RSS of demo.py (streaming) on a
 200-frame and a 2000-frame 64x64 video with the small fixture model.
 
+With --family tps, the same three paths for TPSMM's vox-256 models (relative mode; the yardstick is
+TPSMM's make_animation loop, which re-encodes the source in every inpainting call).
+
 With --faces, instead: multi-face animation (multi_face.FaceAnimator, paste-back included) of a
 512x2048 photo with 1, 2 and 4 faces (256x256 crops), all faces in one generator batch vs one face
 after another (one single-face animator per face, as PaddleGAN's loop), in seconds per driving frame.
 
-    python benchmarks/animate.py [--frames 16] [--rounds 3] [--device cpu]
+    python benchmarks/animate.py [--frames 16] [--rounds 3] [--device cpu] [--family fomm|tps]
     python benchmarks/animate.py --faces [--frames 4] [--rounds 2]
 """
 import argparse
@@ -54,6 +57,49 @@ def per_frame_original(source_image, frames, generator, kp_detector, device):
             out.append(generator(source, kp_source=kp_source, kp_driving=kp_norm)['prediction'][0].permute(1, 2, 0)
                        .cpu().numpy())
     return out
+
+
+def per_frame_tps(source_image, frames, models, device):
+    """TPSMM's make_animation loop (relative mode): batch 1, the source re-encoded in every call."""
+    from animate import adapt_movement_scale_factor, relative_kp
+    inpainting, kp_detector, dense_motion = models['inpainting_network'], models['kp_detector'], \
+        models['dense_motion_network']
+    out = []
+    with torch.no_grad():
+        source = torch.tensor(source_image[None]).permute(0, 3, 1, 2).to(device)
+        kp_source = kp_detector(source)
+        kp_initial = kp_detector(torch.tensor(frames[0][None]).permute(0, 3, 1, 2).to(device))
+        scale = adapt_movement_scale_factor(kp_source, kp_initial)
+        for frame in frames:
+            driving = torch.tensor(frame[None]).permute(0, 3, 1, 2).to(device)
+            kp_norm = relative_kp(kp_source, kp_detector(driving), kp_initial, scale, use_relative_movement=True)
+            dense = dense_motion(source_image=source, kp_driving=kp_norm, kp_source=kp_source, bg_param=None,
+                                 dropout_flag=False)
+            out.append(inpainting(source, dense)['prediction'][0].permute(1, 2, 0).cpu().numpy())
+    return out
+
+
+def tps_benchmark(opt, device, source, frames):
+    """--family tps: yardstick, default and fast paths for TPSMM's vox-256 models (random weights)."""
+    from modules.tpsmm import TpsGenerator
+    config = load_config(REPO / 'config' / 'tpsmm-vox-256.yaml')
+    models = build_models(config['model_params'], names=['inpainting_network', 'kp_detector', 'dense_motion_network'],
+                          device=device)
+    models = {name: model.eval() for name, model in models.items()}
+    optimized = {name: optimize_for_inference(copy.deepcopy(model)) for name, model in models.items()}
+    generator = TpsGenerator(optimized['inpainting_network'], optimized['dense_motion_network'])
+    animators = {fast: Animator(source, generator, optimized['kp_detector'], fast=fast) for fast in (False, True)}
+    runs = {'TPSMM per-frame': lambda: per_frame_tps(source, frames, models, device),
+            'ours (default)': lambda: ours(animators[False], frames, device),
+            'ours --fast': lambda: ours(animators[True], frames, device, fast=True)}
+    results, times = time_runs(runs, opt.rounds, opt.frames, device)
+    base = times['TPSMM per-frame']
+    for name in runs:
+        print(f'{name:20s} {times[name]:.3f} s/frame  {base / times[name]:.2f}x the per-frame yardstick  '
+              f'(median of {opt.rounds})')
+    exact_diff = np.abs(np.stack(results['ours (default)']) - np.stack(results['TPSMM per-frame'])).max()
+    print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; fast mode PSNR vs exact: '
+          f'{psnr(results["ours --fast"], results["ours (default)"]):.1f} dB (random weights)')
 
 
 def ours(animator, frames, device, fast=False):
@@ -154,11 +200,21 @@ def main():
     parser.add_argument('--frames', type=int, default=16)
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--family', choices=['fomm', 'tps'], default='fomm',
+                        help='tps: TPSMM\'s vox-256 models instead of FOMM\'s')
     parser.add_argument('--faces', action='store_true',
                         help='only the multi-face benchmark: 1, 2, 4 faces, batched vs one after another')
     opt = parser.parse_args()
     device = torch.device(opt.device)
     torch.manual_seed(0)
+    if opt.family == 'tps':
+        rng = np.random.default_rng(0)
+        source = rng.random((256, 256, 3), dtype=np.float32)
+        print(f'{torch.get_num_threads()} threads, torch {torch.__version__}, device {device}, '
+              f'{opt.frames} frames of 256x256, TPSMM vox-256 models')
+        tps_benchmark(opt, device, source, [np.roll(source, shift=(2 * t, 3 * t), axis=(0, 1))
+                                            for t in range(opt.frames)])
+        return
     config = load_config(REPO / 'config' / 'vox-256.yaml')
     models = build_models(config['model_params'], names=['generator', 'kp_detector'], device=device)
     generator, kp_detector = models['generator'].eval(), models['kp_detector'].eval()

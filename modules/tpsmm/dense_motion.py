@@ -58,10 +58,17 @@ class DenseMotionNetwork(nn.Module):
         return torch.cat([zeros, heatmap], dim=1)
 
     def create_transformations(self, source_image, kp_driving, kp_source, bg_param):
-        """(B, K+1, h, w, 2) sampling grids: 0 = identity or the background affine, 1..K = the TPS warps."""
+        """(B, K+1, h, w, 2) sampling grids: 0 = identity or the background affine, 1..K = the TPS warps.
+        Always float32, also under autocast (demo.py --fast): the spline solve and its matrix products
+        in bfloat16 would move the grids by a good part of a pixel."""
+        with torch.autocast(device_type=source_image.device.type, enabled=False):
+            return self._transformations(source_image, kp_driving['fg_kp'].float(), kp_source['fg_kp'].float(),
+                                         None if bg_param is None else bg_param.float())
+
+    def _transformations(self, source_image, kp_driving, kp_source, bg_param):
         bs, _, h, w = source_image.shape
-        kp_1 = kp_driving['fg_kp'].view(bs, -1, 5, 2)
-        kp_2 = kp_source['fg_kp'].view(bs, -1, 5, 2)
+        kp_1 = kp_driving.view(bs, -1, 5, 2)
+        kp_2 = kp_source.view(bs, -1, 5, 2)
         driving_to_source = TPS(mode='kp', bs=bs, kp_1=kp_1, kp_2=kp_2).transform_frame(source_image)
         identity = make_coordinate_grid((h, w), device=kp_1.device, dtype=kp_1.dtype)
         identity = identity.view(1, 1, h, w, 2).repeat(bs, 1, 1, 1, 1)
