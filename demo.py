@@ -91,13 +91,13 @@ def pick_device(cpu=False):
 TPS_DEMO_MODELS = ('inpainting_network', 'kp_detector', 'dense_motion_network', 'avd_network')
 
 
-def load_checkpoints(config_path, checkpoint_path, cpu=False):
+def load_checkpoints(config_path, checkpoint_path, cpu=False, device=None):
     """Builds the models of a config, loads a checkpoint strictly and returns them in eval mode on the
     CPU (cpu=True) or CUDA (cpu may also be a device, as TPSMM's argument):
     FOMM: (generator, kp_detector);
     TPSMM: (inpainting_network, kp_detector, dense_motion_network, avd_network), avd_network None when
-    the checkpoint has none (TPSMM's would silently keep random weights)."""
-    device = pick_device(cpu)
+    the checkpoint has none (TPSMM's would silently keep random weights). device=: TPSMM's keyword."""
+    device = pick_device(cpu if device is None else device)
     config = load_config(config_path)
     tps = motion_model(config['model_params']) == 'tps'
     names = TPS_DEMO_MODELS if tps else ('generator', 'kp_detector')
@@ -118,7 +118,8 @@ def load_checkpoints(config_path, checkpoint_path, cpu=False):
 # ----------------------------------------------------------------------------------------------
 
 def make_animation(source_image, driving_video, generator, kp_detector, relative=True, adapt_movement_scale=True,
-                   cpu=False, batch_size=None, mode='relative'):
+                   cpu=False, batch_size=None, mode='relative', dense_motion_network=None, avd_network=None,
+                   device=None):
     """The original's API: source_image (H, W, 3) and driving_video (list of (H, W, 3)) floats in [0, 1]
     -> list of predicted frames (H, W, 3) float32. kp_driving_initial is the first driving frame; with
     `relative`, both the relative movement and the relative jacobian are used (as the original).
@@ -126,10 +127,14 @@ def make_animation(source_image, driving_video, generator, kp_detector, relative
 
     TPSMM's call works too: make_animation(source_image, driving_video, inpainting_network, kp_detector,
     dense_motion_network, avd_network, device, mode='relative') (the positions of relative,
-    adapt_movement_scale and cpu then hold dense_motion_network, avd_network and the device)."""
+    adapt_movement_scale and cpu then hold dense_motion_network, avd_network and the device; TPSMM's
+    keyword names dense_motion_network=, avd_network=, device= work too)."""
     from modules.tpsmm import InpaintingNetwork
     if isinstance(generator, InpaintingNetwork):
-        generator, motion = tps_motion(generator, relative, adapt_movement_scale, mode)
+        dense_motion_network = dense_motion_network if dense_motion_network is not None else relative
+        if avd_network is None and not isinstance(adapt_movement_scale, bool):
+            avd_network = adapt_movement_scale
+        generator, motion = tps_motion(generator, dense_motion_network, avd_network, mode)
         animator = Animator(source_image, generator, kp_detector, **motion)
     else:
         animator = Animator(source_image, generator, kp_detector, relative, adapt_movement_scale)

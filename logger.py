@@ -177,7 +177,8 @@ class Logger:
                  'optimizer_avd': optimizer_avd}
         modules = {name: obj for name, obj in given.items() if obj is not None}
         return load_state(checkpoint_path, modules, optional=('discriminator', 'optimizer_discriminator', 'bg_predictor',
-                                                              'avd_network', 'optimizer_bg_predictor', 'optimizer_avd'))
+                                                              'avd_network', 'optimizer', 'optimizer_bg_predictor',
+                                                              'optimizer_avd'))
 
     # ---- epoch / context ----
 

@@ -181,6 +181,8 @@ def main(argv=None):
             raise UserError(f'--mode train_avd trains TPSMM\'s AVD network: {opt.config} is an FOMM config')
         if opt.mode == 'train_segmentation' and family != 'fomm':
             raise UserError('--mode train_segmentation needs an FOMM config with segmentation_params')
+        if opt.mode == 'train_avd' and config.get('train_avd_params') is None:
+            raise UserError(f'{opt.config} has no train_avd_params section: add one (see config/tpsmm-vox-256.yaml)')
         if opt.bf16 and family != 'fomm':
             raise UserError('--bf16 is for FOMM configs (TPSMM solves its splines in float32)')
 
@@ -241,7 +243,7 @@ def main(argv=None):
             log.info('training the AVD network of %s on %s, seed %d; run folder: %s', opt.config, device, opt.seed,
                      log_dir)
             log_command(argv)
-            train_avd(config, models, str(log_dir), dataset, opt.device_ids, device=device,
+            train_avd(config, models, str(log_dir), dataset, opt.device_ids, checkpoint=weights, device=device,
                       num_workers=opt.num_workers, distributed=distributed)
         else:
             # Inference only: batch norms folded, upsampling convolutions at low resolution (a

@@ -217,7 +217,9 @@ class AvdTraining:
                                                              betas=(0.5, 0.999))}
 
     def schedulers(self, start_epoch):
-        milestones = self.params.get('epoch_milestones', [])
+        # TPSMM's train_avd.py steps its scheduler with scheduler.step(epoch), so a milestone m lowers the
+        # rate from epoch m + 1 on; kept
+        milestones = [m + 1 for m in self.params.get('epoch_milestones', [])]
         return {'optimizer_avd': MultiStepLR(self.optimizers['optimizer_avd'], milestones, gamma=0.1,
                                              last_epoch=start_epoch - 1)}
 
@@ -257,14 +259,20 @@ def train_tps(config, models, checkpoint, log_dir, dataset, device_ids, **option
                checkpoint, log_dir, dataset, device_ids, **options)
 
 
-def train_avd(config, models, log_dir, dataset, device_ids, **options):
+def train_avd(config, models, log_dir, dataset, device_ids, checkpoint=None, **options):
     """Trains TPSMM's AVD network as its train_avd.py (epochs from 0); models: build_models' dict with the
-    trained weights loaded (the AVD network's own, if the checkpoint had them, are trained further).
-    Needs the config's train_avd_params. See fit."""
+    trained weights loaded (the AVD network's own, if the checkpoint had them, are trained further, and
+    so is its optimizer_avd). Needs the config's train_avd_params. See fit."""
     if config.get('train_avd_params') is None:
         raise TrainingError('the config has no train_avd_params section: add one (see config/tpsmm-vox-256.yaml)')
-    return fit(config, AvdTraining(config['train_avd_params'], models), None, log_dir, dataset, device_ids,
-               **options)
+    distributed = options.get('distributed')
+    if config['train_avd_params']['batch_size'] // (distributed['world_size'] if distributed else 1) < 2:
+        raise TrainingError('train_avd_params.batch_size must give at least 2 keypoint sets per process: the AVD '
+                            'network\'s BatchNorm1d needs them')
+    training = AvdTraining(config['train_avd_params'], models)
+    if isinstance(checkpoint, dict) and checkpoint.get('optimizer_avd') is not None:
+        load_state(checkpoint, training.optimizers)
+    return fit(config, training, None, log_dir, dataset, device_ids, **options)
 
 
 def make_dataloader(dataset, params, device, num_workers, distributed):

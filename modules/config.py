@@ -962,7 +962,16 @@ def _check_tps_semantics(config: dict) -> None:
         raise _Invalid(("dataset_params", "frame_shape"),
                        f"{frame_shape} is [height, width, channels] with {frame_shape[2]} channel(s), but "
                        f"model_params.common_params.num_channels is {common['num_channels']}; make them equal")
-    if common.get("multi_mask", _default(_TPS_COMMON, "multi_mask")):
+    if common["num_channels"] != 3:
+        raise _Invalid(("model_params", "common_params", "num_channels"),
+                       f"is {common['num_channels']}, but TPSMM's ResNet-18 keypoint and background networks take "
+                       f"RGB images; use 3")
+    multi_mask = common.get("multi_mask", _default(_TPS_COMMON, "multi_mask"))
+    if not multi_mask and config["train_params"]["loss_weights"]["warp_loss"] != 0:
+        raise _Invalid(("train_params", "loss_weights", "warp_loss"),
+                       "is not 0, but the warp loss compares encoder levels with their own occlusion maps, which "
+                       "need multi_mask: true; set warp_loss: 0 or multi_mask: true")
+    if multi_mask:
         # TPSMM's layout: 2 occlusion maps from the hourglass + log2(1 / scale) upsampled ones = 4, one
         # per level of a 3-level inpainting network.
         scale = model["dense_motion_params"].get("scale_factor", _default(_TPS_DENSE_MOTION, "scale_factor"))

@@ -136,6 +136,9 @@ def test_family_is_read_from_the_keys_or_given(tmp_path):
     (lambda c: c["model_params"]["common_params"].update(num_kp=10), "unknown key 'num_kp'"),
     (lambda c: c["train_params"].pop("dropout_epoch") and c["train_params"].update(dropout_maxp=2),
      "dropout_maxp"),
+    (lambda c: c["model_params"]["common_params"].update(multi_mask=False), "warp_loss: is not 0"),
+    (lambda c: c["model_params"]["common_params"].update(num_channels=1) or
+     c["dataset_params"].update(frame_shape=[256, 256, 1]), "ResNet-18"),
 ])
 def test_tpsmm_config_errors_are_one_line(tmp_path, edit, message):
     config = yaml.safe_load((CONFIG_DIR / "tpsmm-vox-256.yaml").read_text())

@@ -195,3 +195,20 @@ def test_instance_norm_blocks_are_mode_independent(models, tps_ref):
         trained = network.encode(source)[-1]
         network.eval()
     assert torch.equal(evaluated, trained)
+
+
+def test_single_occlusion_map_keeps_tpsmms_keys(tps_config, tps_ref):
+    """multi_mask: False: one occlusion map at the dense-motion resolution, stored as TPSMM's one-element
+    list (keys occlusion.0.*), resized by the inpainting network where needed."""
+    import copy
+    model_params = copy.deepcopy(tps_config['model_params'])
+    model_params['common_params']['multi_mask'] = False
+    models = build_models(model_params, names=['inpainting_network', 'dense_motion_network'])
+    keys = list(models['dense_motion_network'].state_dict())
+    assert 'occlusion.0.weight' in keys and not any(k.startswith('up.') for k in keys)
+    with torch.no_grad():
+        dense_motion = models['dense_motion_network'](tps_ref['inputs/source'], kp(tps_ref, 'kp_driving/1'),
+                                                      kp(tps_ref, 'kp_source'))
+        out = models['inpainting_network'](tps_ref['inputs/source'], dense_motion)
+    assert [tuple(m.shape) for m in dense_motion['occlusion_map']] == [(1, 1, 16, 16)]
+    assert out['prediction'].shape == (1, 3, 64, 64) and torch.isfinite(out['prediction']).all()

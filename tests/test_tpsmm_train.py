@@ -188,3 +188,17 @@ def test_train_avd_iteration(tps_config, checkpoint, tps_ref):
     optimizer.step()
     # train_avd leaves the keypoint detector in train mode: its running statistics move too
     check_buffers(tps_ref, 'train_avd/post_iteration_buffers', models, ('avd_network', 'kp_detector'))
+
+
+def test_avd_learning_rate_drops_one_epoch_after_each_milestone(tps_config):
+    """TPSMM's train_avd.py calls scheduler.step(epoch): milestone m lowers the rate from epoch m + 1."""
+    from train import AvdTraining
+    models = build_models(tps_config['model_params'], names=['avd_network'])
+    params = dict(tps_config['train_avd_params'], lr=1.0, epoch_milestones=[2])
+    training = AvdTraining(params, models)
+    scheduler = training.schedulers(0)['optimizer_avd']
+    rates = []
+    for _ in range(5):
+        rates.append(training.optimizers['optimizer_avd'].param_groups[0]['lr'])
+        scheduler.step()
+    assert rates == pytest.approx([1.0, 1.0, 1.0, 0.1, 0.1])

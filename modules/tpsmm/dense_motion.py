@@ -43,8 +43,8 @@ class DenseMotionNetwork(nn.Module):
             from_levels = self.occlusion_num - self.up_nums  # maps read from the last hourglass levels
             in_channels = list(channels[-from_levels:]) + [channels[-1] // 2 ** (i + 1) for i in range(self.up_nums)]
             self.occlusion = nn.ModuleList(nn.Conv2d(c, 1, kernel_size=(7, 7), padding=(3, 3)) for c in in_channels)
-        else:
-            self.occlusion = nn.Conv2d(channels[-1], 1, kernel_size=(7, 7), padding=(3, 3))
+        else:  # a list of one, as TPSMM's (its keys are occlusion.0.*)
+            self.occlusion = nn.ModuleList([nn.Conv2d(channels[-1], 1, kernel_size=(7, 7), padding=(3, 3))])
         self.num_tps = num_tps
         self.bg = bg
         self.kp_variance = kp_variance
@@ -99,7 +99,7 @@ class DenseMotionNetwork(nn.Module):
     def create_occlusion(self, prediction):
         """prediction: the hourglass' level outputs -> list of occlusion maps, coarsest first."""
         if not self.multi_mask:
-            return [torch.sigmoid(self.occlusion(prediction[-1]))]
+            return [torch.sigmoid(self.occlusion[0](prediction[-1]))]
         from_levels = self.occlusion_num - self.up_nums
         maps = [torch.sigmoid(conv(level)) for conv, level in zip(self.occlusion, prediction[-from_levels:])]
         out = prediction[-1]
