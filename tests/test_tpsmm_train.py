@@ -200,5 +200,6 @@ def test_avd_learning_rate_drops_one_epoch_after_each_milestone(tps_config):
     rates = []
     for _ in range(5):
         rates.append(training.optimizers['optimizer_avd'].param_groups[0]['lr'])
+        training.optimizers['optimizer_avd'].step()  # (no gradients: nothing moves; the order torch expects)
         scheduler.step()
     assert rates == pytest.approx([1.0, 1.0, 1.0, 0.1, 0.1])
