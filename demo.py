@@ -342,6 +342,9 @@ def make_demo(opt):
     for model in models[:3]:  # ours to change: inference only, never saved
         optimize_for_inference(model)
     if motion_model(config['model_params']) == 'tps':
+        if opt.relative or opt.adapt_scale:
+            log.info('--relative / --adapt_scale are for FOMM configs; TPSMM uses --mode (now: %s)',
+                     opt.mode or 'relative')
         inpainting_network, kp_detector, dense_motion_network, avd_network = models
         generator, motion = tps_motion(inpainting_network, dense_motion_network, avd_network, opt.mode or 'relative')
     else:

@@ -246,8 +246,8 @@ def main(argv=None):
             train_avd(config, models, str(log_dir), dataset, opt.device_ids, checkpoint=weights, device=device,
                       num_workers=opt.num_workers, distributed=distributed)
         else:
-            # Inference only: batch norms folded, upsampling convolutions at low resolution (a
-            # rounding-level change: modules/inference.py), and
+            # Inference only: modules/inference.py's exact rewrites (FOMM's batch norms folded,
+            # upsampling convolutions as transposed ones: a rounding-level change), and
             # checkpoint=None: the weights were loaded (strictly) above.
             generator, kp_detector = inference_models(family, models, weights, opt.mode)
             if opt.mode == 'reconstruction':

@@ -3,7 +3,8 @@
 A checkpoint is a dict with the top-level keys `generator`, `discriminator`, `kp_detector` (module
 state dicts), `optimizer_generator`, `optimizer_discriminator`, `optimizer_kp_detector` (Adam state
 dicts) and `epoch` (int), as the original Logger writes it. Published files (vox-cpk.pth.tar, ...)
-hold at least `generator` and `kp_detector`.
+hold at least `generator` and `kp_detector`. TPSMM's hold `inpainting_network`, `dense_motion_network`,
+`kp_detector` and, depending on how they were trained, `bg_predictor`, `avd_network` and optimizers.
 
 Loading is always `weights_only=True` (an untrusted checkpoint cannot execute code) and strict: a
 module whose keys or shapes differ is reported key by key, together with the official config the
@@ -19,8 +20,6 @@ import torch
 from torch import nn
 
 from modules.build import MODEL_NAMES, TPS_MODEL_NAMES, build_models
-
-ALL_MODEL_NAMES = MODEL_NAMES + tuple(n for n in TPS_MODEL_NAMES if n not in MODEL_NAMES)
 from modules.errors import CheckpointError, ConfigError
 from modules.fileio import atomic_path
 from modules.util import unwrap
@@ -28,6 +27,7 @@ from modules.util import unwrap
 log = logging.getLogger(__name__)
 
 OPTIMIZER_NAMES = ('optimizer_generator', 'optimizer_discriminator', 'optimizer_kp_detector')
+ALL_MODEL_NAMES = MODEL_NAMES + tuple(n for n in TPS_MODEL_NAMES if n not in MODEL_NAMES)  # both families
 _SHOWN = 3  # keys listed per category in a one-line message
 
 

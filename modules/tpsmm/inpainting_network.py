@@ -76,9 +76,12 @@ class InpaintingNetwork(nn.Module):
         deformation = dense_motion['deformation']
 
         def warp(features, occlusion):
-            """(warped * occlusion, the same from detached inputs: the warp loss trains the motion only)."""
-            return (self.occlude_input(self.deform_input(features, deformation), occlusion),
-                    self.occlude_input(self.deform_input(features.detach(), deformation), occlusion.detach()))
+            """(warped * occlusion, the same from detached inputs: the warp loss trains the motion only;
+            without gradients both are the same tensor, computed once)."""
+            warped = self.occlude_input(self.deform_input(features, deformation), occlusion)
+            if not torch.is_grad_enabled():
+                return warped, warped
+            return warped, self.occlude_input(self.deform_input(features.detach(), deformation), occlusion.detach())
 
         out, detached = warp(encoder_map[-1], occlusion_map[0])
         warped_encoder_maps = [detached]
