@@ -89,17 +89,25 @@ def tps_benchmark(opt, device, source, frames):
     optimized = {name: optimize_for_inference(copy.deepcopy(model)) for name, model in models.items()}
     generator = TpsGenerator(optimized['inpainting_network'], optimized['dense_motion_network'])
     animators = {fast: Animator(source, generator, optimized['kp_detector'], fast=fast) for fast in (False, True)}
-    runs = {'TPSMM per-frame': lambda: per_frame_tps(source, frames, models, device),
+    exact_diff, fast_psnr = compare_paths('TPSMM per-frame', lambda: per_frame_tps(source, frames, models, device),
+                                          animators, frames, device, opt)
+    print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; fast mode PSNR vs exact: {fast_psnr:.1f} dB '
+          f'(random weights)')
+
+
+def compare_paths(yardstick_name, yardstick, animators, frames, device, opt):
+    """Times the yardstick and our default and fast animators ({False: default, True: fast}) in one run,
+    prints s/frame and ratios -> (max |default - yardstick|, PSNR of fast against default)."""
+    runs = {yardstick_name: yardstick,
             'ours (default)': lambda: ours(animators[False], frames, device),
             'ours --fast': lambda: ours(animators[True], frames, device, fast=True)}
     results, times = time_runs(runs, opt.rounds, opt.frames, device)
-    base = times['TPSMM per-frame']
+    base = times[yardstick_name]
     for name in runs:
         print(f'{name:20s} {times[name]:.3f} s/frame  {base / times[name]:.2f}x the per-frame yardstick  '
               f'(median of {opt.rounds})')
-    exact_diff = np.abs(np.stack(results['ours (default)']) - np.stack(results['TPSMM per-frame'])).max()
-    print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; fast mode PSNR vs exact: '
-          f'{psnr(results["ours --fast"], results["ours (default)"]):.1f} dB (random weights)')
+    exact_diff = np.abs(np.stack(results['ours (default)']) - np.stack(results[yardstick_name])).max()
+    return exact_diff, psnr(results['ours --fast'], results['ours (default)'])
 
 
 def ours(animator, frames, device, fast=False):
@@ -235,20 +243,13 @@ def main():
     for fast in (False, True):
         setup[fast], animators[fast] = setup_seconds(lambda: Animator(
             source, folded_generator, folded_kp_detector, relative=True, adapt_movement_scale=True, fast=fast))
-    runs = {'original per-frame': lambda: per_frame_original(source, frames, generator, kp_detector, device),
-            'ours (default)': lambda: ours(animators[False], frames, device),
-            'ours --fast': lambda: ours(animators[True], frames, device, fast=True)}
-    results, times = time_runs(runs, opt.rounds, opt.frames, device)
-    base = times['original per-frame']
-    for name in runs:
-        t = times[name]
-        print(f'{name:20s} {t:.3f} s/frame  {base / t:.2f}x the per-frame yardstick  (median of {opt.rounds})')
+    exact_diff, fast_psnr = compare_paths(
+        'original per-frame', lambda: per_frame_original(source, frames, generator, kp_detector, device), animators,
+        frames, device, opt)
     print(f'one-time setup per video (source keypoints and features): {setup[False]:.2f} s; with --fast (also the '
           f'generator\'s fast copy): {setup[True]:.2f} s')
-    exact_diff = np.abs(np.stack(results['ours (default)']) - np.stack(results['original per-frame'])).max()
-    print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; fast mode PSNR vs exact: '
-          f'{psnr(results["ours --fast"], results["ours (default)"]):.1f} dB (random weights), '
-          '{:.1f} dB (bundled cartoon-64 model on its {} sample frames)'.format(*bundled_model_psnr()))
+    print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; fast mode PSNR vs exact: {fast_psnr:.1f} dB '
+          '(random weights), {:.1f} dB (bundled cartoon-64 model on its {} sample frames)'.format(*bundled_model_psnr()))
     with tempfile.TemporaryDirectory() as tmp:
         small, large = peak_rss_of_demo(200, tmp), peak_rss_of_demo(2000, tmp)
         print(f'demo.py peak RSS at 64x64: {small:.0f} MB for 200 frames, {large:.0f} MB for 2000 frames '
