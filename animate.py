@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from modules.inference import prepare_fast
-from modules.util import unwrap
+from modules.util import kp_key, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,6 @@ def convex_hull_area(points):
     x = np.array([p[0] for p in hull])
     y = np.array([p[1] for p in hull])
     return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
-
-
-def kp_key(kp):
-    """The key of a keypoint dict's (B, K, 2) positions: FOMM's 'value' or TPSMM's 'fg_kp'."""
-    return 'value' if 'value' in kp else 'fg_kp'
 
 
 def adapt_movement_scale_factors(kp_source, kp_driving_initial):

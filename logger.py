@@ -30,6 +30,7 @@ from skimage.draw import disk
 
 from modules.checkpoint import load_state, save_checkpoint
 from modules.fileio import atomic_path
+from modules.util import kp_key
 from modules.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -288,7 +289,7 @@ class Visualizer:
         occlusion maps, and its deformed_source / contribution_maps as the warped images and masks.
         """
         def points(kp):  # FOMM's 'value' or TPSMM's 'fg_kp'
-            return to_numpy(kp['value'] if 'value' in kp else kp['fg_kp'])
+            return to_numpy(kp[kp_key(kp)])
 
         def to_numpy(tensor):  # any device or dtype -> float32 numpy on the CPU
             return tensor.detach().to('cpu', torch.float32).numpy()

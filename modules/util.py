@@ -64,13 +64,18 @@ def make_coordinate_grid(spatial_size, type=None, device=None, dtype=None):
     return torch.stack([xx, yy], dim=2)  # (h, w, 2)
 
 
+def kp_key(kp):
+    """The key of a keypoint dict's (B, K, 2) positions: FOMM's 'value' or TPSMM's 'fg_kp'."""
+    return 'value' if 'value' in kp else 'fg_kp'
+
+
 def kp2gaussian(kp, spatial_size, kp_variance):
     """Gaussian heatmap around each keypoint (Eq. 6 of the paper, without the difference).
 
     kp['value']: (..., K, 2) -> (..., K, h, w), exp(-0.5 * |z - kp|^2 / kp_variance), with z on the
     make_coordinate_grid(spatial_size) grid. `kp` may also be the (..., K, 2) tensor itself (TPSMM's call).
     """
-    mean = kp['value'] if isinstance(kp, dict) else kp
+    mean = kp[kp_key(kp)] if isinstance(kp, dict) else kp
     grid = make_coordinate_grid(spatial_size, device=mean.device, dtype=mean.dtype)  # (h, w, 2)
     mean = mean.unsqueeze(-2).unsqueeze(-2)  # (..., K, 1, 1, 2)
     mean_sub = grid - mean  # (..., K, h, w, 2)
