@@ -77,6 +77,13 @@ def _values(losses):
     return values
 
 
+def multistep(optimizers, milestones, start_epoch):
+    """MultiStepLR (gamma 0.1 at `milestones`) per optimizer, positioned at `start_epoch` (from epoch 1 on the
+    optimizers' param groups need 'initial_lr')."""
+    return {name: MultiStepLR(optimizer, milestones, gamma=0.1, last_epoch=start_epoch - 1)
+            for name, optimizer in optimizers.items()}
+
+
 class FommTraining:
     """FOMM's iteration: generator + keypoint-detector step, then (only with the GAN loss on) the
     discriminator step. models: {'generator', 'discriminator', 'kp_detector'} (bare, on the device)."""
@@ -161,9 +168,7 @@ class TpsTraining:
                 weight_decay=1e-4)
 
     def schedulers(self, start_epoch):
-        milestones = self.train_params.get('epoch_milestones', [])
-        return {name: MultiStepLR(optimizer, milestones, gamma=0.1, last_epoch=start_epoch - 1)
-                for name, optimizer in self.optimizers.items()}
+        return multistep(self.optimizers, self.train_params.get('epoch_milestones', []), start_epoch)
 
     def prepare(self, nets, device, device_ids, distributed):
         from modules.tpsmm.model import GeneratorFullModel as TpsGeneratorFullModel
@@ -219,9 +224,7 @@ class AvdTraining:
     def schedulers(self, start_epoch):
         # TPSMM's train_avd.py steps its scheduler with scheduler.step(epoch), so a milestone m lowers the
         # rate from epoch m + 1 on; kept
-        milestones = [m + 1 for m in self.params.get('epoch_milestones', [])]
-        return {'optimizer_avd': MultiStepLR(self.optimizers['optimizer_avd'], milestones, gamma=0.1,
-                                             last_epoch=start_epoch - 1)}
+        return multistep(self.optimizers, [m + 1 for m in self.params.get('epoch_milestones', [])], start_epoch)
 
     def prepare(self, nets, device, device_ids, distributed):
         self.nets = nets
