@@ -11,7 +11,8 @@ Importable as the original: `load_checkpoints(config_path, checkpoint_path, cpu=
 `make_animation(source_image, driving_video, generator, kp_detector, relative=True,
 adapt_movement_scale=True, cpu=False)` keep their signatures and return values.
 
-TPSMM configs (config/tpsmm-*.yaml) work too, with TPSMM's own API and modes: `load_checkpoints`
+TPSMM and CPABMM configs (config/tpsmm-*.yaml, config/cpabmm-*.yaml) work too, with TPSMM's own API
+and modes: `load_checkpoints`
 returns (inpainting_network, kp_detector, dense_motion_network, avd_network) and
 `make_animation(source_image, driving_video, inpainting_network, kp_detector, dense_motion_network,
 avd_network, device, mode='relative')` as TPSMM's demo.py; `--mode standard|relative|avd` on the
@@ -43,7 +44,7 @@ import animate
 from animate import ImageAnimator as Animator, batched, convex_hull_area, default_batch_size, to_uint8
 from modules.build import build_models
 from modules.checkpoint import load_state
-from modules.config import load_config, motion_model
+from modules.config import load_config, model_family
 from modules.errors import InputError, UserError
 from modules.inference import optimize_for_inference
 from multi_face import INCREASE, RATIO, FaceAnimator, check_increase, check_ratio, detect_faces
@@ -99,7 +100,7 @@ def load_checkpoints(config_path, checkpoint_path, cpu=False, device=None):
     the checkpoint has none (TPSMM's would silently keep random weights). device=: TPSMM's keyword."""
     device = pick_device(cpu if device is None else device)
     config = load_config(config_path)
-    tps = motion_model(config['model_params']) == 'tps'
+    tps = model_family(config['model_params']) == 'tps'  # TPSMM or CPABMM
     names = TPS_DEMO_MODELS if tps else ('generator', 'kp_detector')
     models = build_models(config['model_params'], names=names, device=device)
     from modules.checkpoint import read_checkpoint
@@ -341,9 +342,9 @@ def make_demo(opt):
     models = load_checkpoints(opt.config, opt.checkpoint, cpu=cpu)
     for model in models[:3]:  # ours to change: inference only, never saved
         optimize_for_inference(model)
-    if motion_model(config['model_params']) == 'tps':
+    if model_family(config['model_params']) == 'tps':
         if opt.relative or opt.adapt_scale:
-            log.info('--relative / --adapt_scale are for FOMM configs; TPSMM uses --mode (now: %s)',
+            log.info('--relative / --adapt_scale are for FOMM configs; TPSMM / CPABMM use --mode (now: %s)',
                      opt.mode or 'relative')
         inpainting_network, kp_detector, dense_motion_network, avd_network = models
         generator, motion = tps_motion(inpainting_network, dense_motion_network, avd_network, opt.mode or 'relative')
@@ -424,7 +425,7 @@ def build_parser():
                         help='scale the relative motion by the ratio of the keypoints\' convex-hull sizes '
                              '(default: on without --config, else off)')
     parser.add_argument('--mode', choices=MODES, default=None,
-                        help='TPSMM configs: standard (absolute keypoints), relative (motion relative to the first '
+                        help='TPSMM / CPABMM configs: standard (absolute keypoints), relative (motion relative to the first '
                              'driving frame, scaled by the keypoints\' hull sizes) or avd (the AVD network re-poses '
                              'the source\'s keypoints) (default: relative; --relative / --adapt_scale are FOMM\'s). '
                              'FOMM configs: relative = --relative --adapt_scale, standard = neither')

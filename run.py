@@ -26,7 +26,7 @@ import torch
 
 from modules.build import build_models, model_names
 from modules.checkpoint import load_state, read_checkpoint
-from modules.config import load_config, motion_model
+from modules.config import load_config, model_family
 from modules.errors import UserError
 from modules.inference import optimize_for_inference
 from modules.vgg import fetch_vgg19_weights
@@ -176,9 +176,9 @@ def main(argv=None):
         if opt.mode not in ('train', 'train_segmentation') and opt.checkpoint is None:
             raise UserError(f'--mode {opt.mode} needs --checkpoint' + (' (the trained TPSMM model)' if
                                                                       opt.mode == 'train_avd' else ''))
-        family = motion_model(config['model_params'])
+        family = model_family(config['model_params'])  # CPABMM trains and runs as TPSMM
         if opt.mode == 'train_avd' and family != 'tps':
-            raise UserError(f'--mode train_avd trains TPSMM\'s AVD network: {opt.config} is an FOMM config')
+            raise UserError(f'--mode train_avd trains the AVD network of TPSMM / CPABMM: {opt.config} is an FOMM config')
         if opt.mode == 'train_segmentation' and family != 'fomm':
             raise UserError('--mode train_segmentation needs an FOMM config with segmentation_params')
         if opt.mode == 'train_avd' and config.get('train_avd_params') is None:

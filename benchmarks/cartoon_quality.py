@@ -15,7 +15,11 @@
    (landmarks = [keypoints, 1] @ W, all frames of all train videos); on the test split the mean
    Euclidean distance between mapped keypoints and landmarks is reported in pixels, against the
    error of always predicting the train split's mean landmarks.
-4. Part segmentation (when the segmentation checkpoint exists; default: the bundled
+4. Large pose gaps: the test frames whose pose differs most from their video's first frame (the
+   quarter with the largest mean ground-truth landmark displacement, in pixels) are animated from
+   the first frame with absolute motion (the reconstruction setting) -> their mean L1, against the
+   no-motion L1 of the same frames.
+5. Part segmentation (when the segmentation checkpoint exists; default: the bundled
    segmentation.pth.tar with the config's segmentation_params): the IoU of each part's predicted
    pixels (argmax) with the true label maps, over every frame of the test split, and the mean over
    the parts (background left out).
@@ -126,6 +130,38 @@ def reconstruction_l1(config_path, checkpoint, root, work):
     return float(rows['mean'])
 
 
+def animate_absolute(models, source, frames):
+    """demo.make_animation with absolute keypoints (the reconstruction setting), either family."""
+    import demo
+    if len(models) == 2:  # FOMM: (generator, kp_detector)
+        return demo.make_animation(source, frames, *models, relative=False, adapt_movement_scale=False, cpu=True)
+    return demo.make_animation(source, frames, *models, 'cpu', mode='standard')
+
+
+def large_pose_gap_l1(models, root, names, size, quantile=0.75):
+    """Step 4: {'pose_gap_l1', 'pose_gap_no_motion_l1', 'pose_gap_px' (threshold), 'pose_gap_frames'}."""
+    gaps, predictions, targets, sources = [], [], [], []
+    for name in names:
+        frames = video_frames(root, 'test', name, size)
+        landmarks = cartoon_faces.load_annotations(root, 'test', name)[0]
+        gaps.append(np.linalg.norm(landmarks - landmarks[:1], axis=-1).mean(axis=1))
+        targets.append(frames)
+        sources.append(np.broadcast_to(frames[:1], frames.shape))
+    gaps = np.concatenate(gaps)
+    threshold = float(np.quantile(gaps, quantile))
+    offset = 0
+    for name, frames in zip(names, targets):
+        chosen = [t for t in range(len(frames)) if gaps[offset + t] >= threshold]
+        offset += len(frames)
+        if chosen:
+            predictions.append(np.stack(animate_absolute(models, frames[0], [frames[t] for t in chosen])))
+    chosen = gaps >= threshold
+    targets, sources = np.concatenate(targets)[chosen], np.concatenate(sources)[chosen]
+    return {'pose_gap_l1': float(np.abs(np.concatenate(predictions) - targets).mean()),
+            'pose_gap_no_motion_l1': float(np.abs(sources - targets).mean()), 'pose_gap_px': threshold,
+            'pose_gap_frames': int(chosen.sum())}
+
+
 def seconds_per_frame(config_path, models, frames, rounds=3):
     """demo.py's default path (relative motion) on one video: median over `rounds` of seconds per
     frame, after a warm-up; the source's one-time work included."""
@@ -145,7 +181,7 @@ def seconds_per_frame(config_path, models, frames, rounds=3):
 
 
 def segmentation_iou(config_path, checkpoint, root, size):
-    """Step 4: {'segmentation_iou': {part name: IoU}, 'segmentation_mean_iou': float}."""
+    """Step 5: {'segmentation_iou': {part name: IoU}, 'segmentation_mean_iou': float}."""
     from modules.config import load_config
     from modules.segmentation import load_network_segmenter
     from train_segmentation import LabelledFrames, mean_part_iou, part_iou
@@ -171,13 +207,14 @@ def evaluate(config, checkpoint, seed=1, videos=60, test_videos=20, frames=64, w
         baseline = no_motion_l1(root, names['test'], size)
         models = load_checkpoints(config, checkpoint, cpu=True)  # kp_detector second in both families
         tracking = tracking_error(models[1], root, names['train'], names['test'], size)
+        pose_gap = large_pose_gap_l1(models, root, names['test'], size)
         speed = seconds_per_frame(config, models, video_frames(root, 'test', names['test'][0], size))
         segmentation = {} if segmentation_checkpoint is None or not Path(segmentation_checkpoint).is_file() else \
             segmentation_iou(config, segmentation_checkpoint, root, size)
     return {'dataset': {'seed': seed, 'videos': videos, 'test_videos': test_videos, 'frames': frames, 'size': size},
             'reconstruction_l1': l1, 'no_motion_l1': baseline, 'l1_ratio': l1 / baseline,
             'keypoint_error_px': tracking['error_px'], 'constant_landmarks_error_px': tracking['constant_px'],
-            'per_landmark_px': tracking['per_landmark_px'], 'seconds_per_frame': speed, **segmentation}
+            'per_landmark_px': tracking['per_landmark_px'], **pose_gap, 'seconds_per_frame': speed, **segmentation}
 
 
 def main(argv=None):

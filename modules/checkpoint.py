@@ -160,11 +160,12 @@ def _fit_hint(checkpoint, names):
 def _family_hint(checkpoint):
     """Which family's checkpoint this looks like, and the configs that fit it."""
     if 'inpainting_network' in checkpoint:
-        family = 'a TPSMM checkpoint (inpainting_network, dense_motion_network, ...): use a TPSMM config'
+        family = ('a TPSMM / CPABMM checkpoint (inpainting_network, dense_motion_network, ...): use a TPSMM or '
+                  'CPABMM config')
     elif 'generator' in checkpoint:
         family = 'an FOMM checkpoint (generator, kp_detector, ...): use an FOMM config'
     else:
-        return 'it holds neither FOMM nor TPSMM models'
+        return 'it holds neither FOMM nor TPSMM / CPABMM models'
     names = [n for n in ALL_MODEL_NAMES if isinstance(checkpoint.get(n), dict)]
     fits, _ = fitting_configs(checkpoint, names=names)
     return family + (' such as ' + ' / '.join(display_path(p) for p in fits) if fits else '')

@@ -81,26 +81,38 @@ CHECKPOINT_NAMES = {
     "tpsmm-ted-384": "ted.pth.tar",
     "tpsmm-mgif-256": "mgif.pth.tar",
     "tpsmm-cartoon-64": None,  # none published: the FOMM vs TPSMM comparison trains it (README)
+    **{f"cpabmm-{name}": None for name in ("vox-256", "taichi-256", "ted-384", "mgif-256", "cartoon-64")},  # none
 }
 
 #: Keys of model_params.common_params; they may appear in that section only.
 COMMON_KEYS = ("num_kp", "num_channels", "estimate_jacobian")
 TPS_COMMON_KEYS = ("num_tps", "num_channels", "multi_mask")  # (bg is also a loss weight's name)
 
-#: Motion-model families and the common_params key that identifies each one.
-MOTION_MODELS = ("fomm", "tps")
-FAMILY_KEYS = {"fomm": "common_params.num_kp", "tps": "common_params.num_tps"}
+#: Motion-model families and the common_params keys that may identify each one (CPABMM's vox config
+#: names its K num_tps, its other configs num_cpab).
+MOTION_MODELS = ("fomm", "tps", "cpab")
+FAMILY_KEYS = {"fomm": ("num_kp",), "tps": ("num_tps",), "cpab": ("num_cpab", "num_tps")}
 
 
 def motion_model(model_params: Mapping) -> str:
-    """The model family of a config's model_params: `motion_model` if given, else 'tps' when
-    common_params has num_tps (TPSMM's configs) and 'fomm' otherwise, so original configs of either
-    family work as they are. (An invalid value is left for the schema check to report.)"""
+    """The motion model of a config's model_params: `motion_model` if given, else 'cpab' when
+    common_params has num_cpab or dense_motion_params has max_iter (CPABMM's configs), 'tps' when
+    common_params has num_tps (TPSMM's) and 'fomm' otherwise, so original configs of every family
+    work as they are. (An invalid value is left for the schema check to report.)"""
     family = model_params.get("motion_model") if isinstance(model_params, Mapping) else None
     if family in MOTION_MODELS:
         return family
     common = model_params.get("common_params") if isinstance(model_params, Mapping) else None
+    dense = model_params.get("dense_motion_params") if isinstance(model_params, Mapping) else None
+    if (isinstance(common, Mapping) and "num_cpab" in common) or (isinstance(dense, Mapping) and "max_iter" in dense):
+        return "cpab"
     return "tps" if isinstance(common, Mapping) and "num_tps" in common else "fomm"
+
+
+def model_family(model_params: Mapping) -> str:
+    """'fomm' or 'tps': the architecture. CPABMM ('cpab') is TPSMM's networks with CPAB transforms in
+    the dense motion network, so it trains, evaluates and animates as TPSMM does."""
+    return "fomm" if motion_model(model_params) == "fomm" else "tps"
 
 
 #: Number of VGG19 feature levels used by the perceptual loss (relu1_1 ... relu5_1).
@@ -538,9 +550,9 @@ _AUGMENTATION = Section({
 
 _DATASET = Section({
     "root_dir": _req(_PATH, "folder of the videos; with train/ and test/ subfolders, else split 80/20 at random"),
-    "frame_shape": _fill(ListOf(_POS_INT, length=3, length_reason="[height, width, channels]"),
-                         "[height, width, channels] of one frame; used to cut stacked .png/.jpg strips",
-                         [256, 256, 3]),
+    "frame_shape": _fill(OneOf(ListOf(_POS_INT, length=3, length_reason="[height, width, channels]"), Null()),
+                         "[height, width, channels] of one frame; used to cut stacked .png/.jpg strips "
+                         "(null, as in TPSMM's and CPABMM's files: [256, 256, 3])", [256, 256, 3]),
     "id_sampling": _fill(Bool(), "train on one random video per identity folder (train/<id>/<video>/*.mp4) "
                                  "instead of on every video", False),
     "pairs_list": _fill(OneOf(_PATH, Null()), "CSV with 'source' and 'driving' video names used by animate; "
@@ -807,6 +819,60 @@ TPS_SCHEMA = Section({
 }, doc="a TPSMM config")
 
 
+# ---- CPABMM (model_params.motion_model: cpab; TPSMM's networks with CPAB transforms) ------------
+
+def _choice_rule(*choices: str) -> Callable[[str], Optional[str]]:
+    return lambda value: None if value in choices else f"expected one of {list(choices)}, got {value!r}"
+
+
+_CPAB_COMMON = Section({
+    "num_cpab": _opt(_POS_INT, "number of partial CPAB transforms (5 keypoints each; one global CPAB is added)"),
+    "num_tps": _opt(_POS_INT, "the same as num_cpab (CPABMM's vox config names it so)"),
+    **{name: key for name, key in _TPS_COMMON.keys.items() if name != "num_tps"},
+}, doc="passed to every CPABMM model constructor")
+
+_CPAB_DENSE_MOTION = Section({
+    **_TPS_DENSE_MOTION.keys,
+    "max_iter": _opt(_POS_INT, "CPABMM's Adam steps per partial fit (1.5x for the global one); used by fit: adam", 100),
+    "fit": _opt(Str(rule=_choice_rule("gauss_newton", "adam")),
+                 "keypoint-to-CPAB fit: gauss_newton (batched, fast) or adam (CPABMM's loop)", "gauss_newton"),
+    "fit_iterations": _opt(_POS_INT, "Gauss-Newton iterations per fit (it stops early once converged)", 10),
+    "integration_steps": _opt(_POS_INT, "steps of the CPAB integrator (libcpab's 50)", 50),
+}, doc="CpabDenseMotionNetwork")
+
+_CPAB_MODEL = Section({
+    **_TPS_MODEL.keys,
+    "motion_model": _motion_model_key("cpab"),
+    "common_params": _req(_CPAB_COMMON, "parameters shared by all models"),
+    "dense_motion_params": _req(_CPAB_DENSE_MOTION, "dense motion network"),
+}, doc="CPABMM architecture (TPSMM's, with its own common and dense-motion keys)")
+
+_CPAB_LOSS_WEIGHTS = Section({
+    **_TPS_LOSS_WEIGHTS.keys,
+    "structure": _fill(_NONNEG, "weight of the structure-alignment loss (DINO ViT key self-similarity; CPABMM's "
+                                "0.1), used when use_vit_loss is true; needs train_params.vit_weights", 0.1),
+    "sam": _fill(_NONNEG, "weight of the SAM-guided keypoint semantic loss; > 0 needs train_params.sam_model_path",
+                 0),
+}, doc="loss weights")
+
+_CPAB_TRAIN = Section({
+    **{name: key for name, key in _TPS_TRAIN.keys.items() if name != "loss_weights"},
+    "use_vit_loss": _fill(Bool(), "add the structure-alignment loss (weight loss_weights.structure)", False),
+    "vit_weights": _fill(OneOf(_PATH, Null()), "local DINO ViT-B/8 weights (dino_vitbase8_pretrain.pth) for the "
+                                               "structure loss; nothing is downloaded", None),
+    "sam_model_path": _fill(OneOf(_PATH, Null()), "local SAM ViT-B weights (sam_vit_b_01ec64.pth) for the keypoint "
+                                                  "semantic loss; nothing is downloaded", None),
+    "loss_weights": _req(_CPAB_LOSS_WEIGHTS, "loss weights"),
+}, doc="training")
+
+#: A CPABMM config (TPSMM's networks, CPAB transforms).
+CPAB_SCHEMA = Section({
+    **TPS_SCHEMA.keys,
+    "model_params": _req(_CPAB_MODEL, "model architecture"),
+    "train_params": _req(_CPAB_TRAIN, "training"),
+}, doc="a CPABMM config")
+
+
 #: The whole config: one source of truth for keys, types, requirements, defaults and descriptions.
 SCHEMA = Section({
     "dataset_params": _req(_DATASET, "the video dataset"),
@@ -819,7 +885,7 @@ SCHEMA = Section({
 }, doc="an FOMM config")
 
 #: Schema per motion-model family (motion_model(model_params) chooses).
-SCHEMAS = {"fomm": SCHEMA, "tps": TPS_SCHEMA}
+SCHEMAS = {"fomm": SCHEMA, "tps": TPS_SCHEMA, "cpab": CPAB_SCHEMA}
 
 
 def _walk_sections(section: Section, dotted: str) -> Iterator[Tuple[str, Section]]:
@@ -861,7 +927,7 @@ def _unknown_key_message(section: Section, name: str) -> str:
     homes = [home for home in _KEY_HOMES.get(name, []) if home != (section.dotted or "the top level")]
     lowered = {allowed.lower(): allowed for allowed in section.keys}
     close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
-    if homes and name in COMMON_KEYS + TPS_COMMON_KEYS:
+    if homes and name in COMMON_KEYS + TPS_COMMON_KEYS + ("num_cpab",):
         return (f"unknown key '{name}' (it belongs in {' or '.join(homes)} only, which is passed to every "
                 f"model); move it there")
     if homes and close:
@@ -979,6 +1045,16 @@ def _check_tps_semantics(config: dict) -> None:
                            f"map per level) works only with 3 (TPSMM's layout); set it to 3 or multi_mask: false")
 
 
+def _check_cpab_semantics(config: dict) -> None:
+    """CPABMM's rules: TPSMM's, and K given once (num_cpab or num_tps)."""
+    common = config["model_params"]["common_params"]
+    if ("num_cpab" in common) == ("num_tps" in common):
+        raise _Invalid(("model_params", "common_params"),
+                       "give the number of partial CPAB transforms once: num_cpab (or num_tps, as CPABMM's vox "
+                       "config), not " + ("both" if "num_cpab" in common else "neither"))
+    _check_tps_semantics(config)
+
+
 # ----------------------------------------------------------------------------------------------
 # Public functions
 # ----------------------------------------------------------------------------------------------
@@ -1016,15 +1092,20 @@ def _validate(config: Any, where: str, lines: Optional[Mapping[Path_, int]]) -> 
     model = config.get("model_params")
     common = model.get("common_params") if isinstance(model, Mapping) else None
     if isinstance(common, Mapping) and model.get("motion_model") in MOTION_MODELS:
-        by_keys = [name for name, key in FAMILY_KEYS.items() if key.split(".")[1] in common]
+        by_keys = [name for name, keys in FAMILY_KEYS.items() if any(key in common for key in keys)]
         if by_keys and family not in by_keys:
             raise _error(where, _Invalid(("model_params", "motion_model"),
                                          f"is {family!r} but the keys of this model_params are those of "
-                                         f"{by_keys[0]!r} ({FAMILY_KEYS[by_keys[0]]}); fix the keys or the "
-                                         f"family"), lines)
+                                         f"{by_keys[0]!r} (common_params.{FAMILY_KEYS[by_keys[0]][0]}); fix the "
+                                         f"keys or the family"), lines)
     try:
         result = SCHEMAS[family].check(config, ())
-        (_check_semantics if family == "fomm" else _check_tps_semantics)(result)
+        dataset = result.get("dataset_params")
+        if isinstance(dataset, dict) and dataset.get("frame_shape", ...) is None:
+            dataset["frame_shape"] = _default(_DATASET, "frame_shape")
+            log.info("%s: dataset_params.frame_shape is null: frames are %s (set it for other sizes)", where,
+                     dataset["frame_shape"])
+        {"fomm": _check_semantics, "tps": _check_tps_semantics, "cpab": _check_cpab_semantics}[family](result)
     except _Invalid as problem:
         raise _error(where, problem, lines) from None
     return result

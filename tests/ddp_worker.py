@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from frames_dataset import FramesDataset  # noqa: E402
 from modules.build import build_models  # noqa: E402
-from modules.config import load_config, motion_model  # noqa: E402
+from modules.config import load_config, model_family  # noqa: E402
 from run import setup_distributed  # noqa: E402
 from train import train, train_tps  # noqa: E402
 
@@ -21,7 +21,7 @@ def main(config_path, log_dir, out_dir):
     config = load_config(config_path)
     models = build_models(config['model_params'], device=device)
     dataset = FramesDataset(is_train=True, **config['dataset_params'])
-    if motion_model(config['model_params']) == 'tps':
+    if model_family(config['model_params']) == 'tps':
         models.pop('avd_network')
         train_tps(config, models, None, log_dir, dataset, [], device=device, distributed=distributed)
     else:

@@ -124,6 +124,12 @@ def test_keypoints_track_the_ground_truth_landmarks(quality):
     assert quality['keypoint_error_px'] <= 0.5 * quality['constant_landmarks_error_px'], quality
 
 
+def test_large_pose_gap_frames_are_the_quarter_that_moves_most(quality):
+    assert quality['pose_gap_frames'] == 20 * 64 // 4
+    assert quality['pose_gap_no_motion_l1'] > 1.3 * quality['no_motion_l1'], 'those frames are far from the source'
+    assert quality['pose_gap_l1'] > 0 and quality['pose_gap_px'] > 1
+
+
 @pytest.mark.xfail(strict=True, reason='issue 6 goal not met yet: the bundled model\'s reconstruction is blurry '
                                        '(L1 ratio 1.08 after 6,300 steps; motion is transferred)')
 def test_reconstruction_l1_is_at_most_half_the_no_motion_baseline(quality):

@@ -94,7 +94,8 @@ def strict_equal(a, b):
 
 def test_find_config_files_lists_the_official_configs_and_the_bundled_one():
     files = find_config_files()
-    official = NAMES + ["cartoon-64", "tpsmm-cartoon-64"] + [f"tpsmm-{n}" for n in TPS_NAMES]
+    official = NAMES + ["cartoon-64", "tpsmm-cartoon-64", "cpabmm-cartoon-64"] + [f"tpsmm-{n}" for n in TPS_NAMES] \
+        + [f"cpabmm-{n}" for n in TPS_NAMES]
     assert [p.name for p in files] == sorted(f"{n}.yaml" for n in official)
     assert all(p.parent == CONFIG_DIR for p in files)
     assert sorted(CHECKPOINT_NAMES) == sorted(official)
@@ -124,7 +125,12 @@ def test_family_is_read_from_the_keys_or_given(tmp_path):
     tps["model_params"]["motion_model"] = "fomm"
     with pytest.raises(ConfigError, match="motion_model: is 'fomm' but the keys .* are those of 'tps'"):
         load_config(write(tmp_path, tps))
-    tps["model_params"]["motion_model"] = "cpab"
+    tps["model_params"]["motion_model"] = "cpab"  # CPABMM's vox file also says num_tps
+    assert cfg.motion_model(load_config(write(tmp_path, tps))["model_params"]) == "cpab"
+    del tps["model_params"]["motion_model"]
+    tps["model_params"]["dense_motion_params"]["max_iter"] = 100  # CPABMM's key: its family
+    assert cfg.motion_model(load_config(write(tmp_path, tps))["model_params"]) == "cpab"
+    tps["model_params"]["motion_model"] = "lbs"
     with pytest.raises(ConfigError, match="expected one of"):
         load_config(write(tmp_path, tps))
 
@@ -323,11 +329,11 @@ def test_tuples_are_accepted_in_memory():
     assert validate_config(data)["dataset_params"]["frame_shape"] == [64, 64, 3]
 
 
-@pytest.mark.parametrize("family", ["fomm", "tps"])
+@pytest.mark.parametrize("family", ["fomm", "tps", "cpab"])
 def test_schema_documents_every_key(family):
     entries = dict(iter_schema(family))
-    assert ("model_params.kp_detector_params.temperature" if family == "fomm" else
-            "model_params.common_params.num_tps") in entries
+    assert {"fomm": "model_params.kp_detector_params.temperature", "tps": "model_params.common_params.num_tps",
+            "cpab": "model_params.common_params.num_cpab"}[family] in entries
     assert "train_params.vgg19_weights" in entries
     for dotted, key in entries.items():
         assert key.doc and "\n" not in key.doc, dotted
@@ -338,7 +344,7 @@ def test_schema_documents_every_key(family):
         assert [d for d in entries if d.rsplit(".", 1)[-1] == name] == [f"model_params.common_params.{name}"]
     # no model_params key is filled in
     assert not [d for d, key in entries.items() if d.startswith("model_params.") and key.fill]
-    if family == "tps":
+    if family != "fomm":
         return
     assert list(SCHEMA.keys) == ["dataset_params", "model_params", "train_params", "reconstruction_params",
                                  "animate_params", "visualizer_params", "segmentation_params"]
@@ -435,7 +441,7 @@ def test_original_custom_data_crop_key_is_accepted():
                                                              "true or false without quotes"),
     (("dataset_params",), "root_dir", 5, "dataset_params.root_dir: expected a string, got integer 5"),
     (("dataset_params",), "augmentation_params", None, "dataset_params.augmentation_params: expected a mapping"),
-    (("dataset_params",), "frame_shape", 256, "dataset_params.frame_shape: expected a list of 3 integers, got "
+    (("dataset_params",), "frame_shape", 256, "dataset_params.frame_shape: expected a list of 3 integers or null, got "
                                               "integer 256"),
     (("dataset_params",), "frame_shape", [256, 256], "dataset_params.frame_shape: must have exactly 3 items"),
     (("train_params",), "scales", [1, "0.5"], "train_params.scales[1]: expected a number, got string '0.5'"),

@@ -12,6 +12,17 @@ from modules.util import AntiAliasInterpolation2d, Hourglass, UpBlock2d, instanc
 OCCLUSION_NUM = 4  # TPSMM's fixed number of occlusion maps with multi_mask (H/8, H/4, H/2, H at scale 0.25)
 
 
+def background_grid(bs, h, w, bg_param, like):
+    """(B, 1, h, w, 2): the identity grid, moved by the background affine bg_param (B, 3, 3) if given."""
+    identity = make_coordinate_grid((h, w), device=like.device, dtype=like.dtype)
+    identity = identity.view(1, 1, h, w, 2).repeat(bs, 1, 1, 1, 1)
+    if bg_param is None:
+        return identity
+    homogeneous = torch.cat([identity, torch.ones_like(identity[..., :1])], dim=-1)
+    moved = torch.matmul(bg_param.view(bs, 1, 1, 1, 3, 3), homogeneous.unsqueeze(-1)).squeeze(-1)
+    return moved[..., :2] / moved[..., 2:3]
+
+
 class DenseMotionNetwork(nn.Module):
     """(source_image (B, C, H, W), kp_driving, kp_source {'fg_kp': (B, 5K, 2)}, bg_param (B, 3, 3) or None)
     -> {'deformed_source': (B, K+1, C, h, w), 'contribution_maps': (B, K+1, h, w) (channel 0 = background),
@@ -23,18 +34,21 @@ class DenseMotionNetwork(nn.Module):
     probability dropout_p, as TPSMM's training asks for it in its first epochs.
     """
 
+    EXTRA_TRANSFORMS = 1  # the background transform (identity or bg_param), channel 0
+
     def __init__(self, block_expansion, num_blocks, max_features, num_tps, num_channels, scale_factor=0.25, bg=False,
                  multi_mask=True, kp_variance=0.01):
         super().__init__()
+        self.num_transforms = num_tps + self.EXTRA_TRANSFORMS
         if scale_factor != 1:
             self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
         self.scale_factor = scale_factor
         self.multi_mask = multi_mask
         self.hourglass = Hourglass(block_expansion=block_expansion,
-                                   in_features=num_channels * (num_tps + 1) + num_tps * 5 + 1,
+                                   in_features=num_channels * self.num_transforms + num_tps * 5 + 1,
                                    max_features=max_features, num_blocks=num_blocks, norm=instance_norm)
         channels = self.hourglass.out_channels
-        self.maps = nn.Conv2d(channels[-1], num_tps + 1, kernel_size=(7, 7), padding=(3, 3))
+        self.maps = nn.Conv2d(channels[-1], self.num_transforms, kernel_size=(7, 7), padding=(3, 3))
         if multi_mask:
             self.up_nums = int(math.log(1 / scale_factor, 2))
             self.occlusion_num = OCCLUSION_NUM
@@ -70,21 +84,15 @@ class DenseMotionNetwork(nn.Module):
         kp_1 = kp_driving.view(bs, -1, 5, 2)
         kp_2 = kp_source.view(bs, -1, 5, 2)
         driving_to_source = TPS(mode='kp', bs=bs, kp_1=kp_1, kp_2=kp_2).transform_frame(source_image)
-        identity = make_coordinate_grid((h, w), device=kp_1.device, dtype=kp_1.dtype)
-        identity = identity.view(1, 1, h, w, 2).repeat(bs, 1, 1, 1, 1)
-        if bg_param is not None:
-            homogeneous = torch.cat([identity, torch.ones_like(identity[..., :1])], dim=-1)
-            moved = torch.matmul(bg_param.view(bs, 1, 1, 1, 3, 3), homogeneous.unsqueeze(-1)).squeeze(-1)
-            identity = moved[..., :2] / moved[..., 2:3]
-        return torch.cat([identity, driving_to_source], dim=1)
+        return torch.cat([background_grid(bs, h, w, bg_param, kp_1), driving_to_source], dim=1)
 
     def create_deformed_source_image(self, source_image, transformations):
-        """The source warped by each transformation: (B, K+1, C, h, w)."""
+        """The source warped by each transformation: (B, T, C, h, w), T = num_transforms."""
         bs, _, h, w = source_image.shape
-        repeated = source_image.unsqueeze(1).repeat(1, self.num_tps + 1, 1, 1, 1).view(bs * (self.num_tps + 1), -1, h, w)
-        grids = transformations.view(bs * (self.num_tps + 1), h, w, -1)
-        deformed = F.grid_sample(repeated, grids, align_corners=True)
-        return deformed.view(bs, self.num_tps + 1, -1, h, w)
+        n = self.num_transforms
+        repeated = source_image.unsqueeze(1).repeat(1, n, 1, 1, 1).view(bs * n, -1, h, w)
+        deformed = F.grid_sample(repeated, transformations.view(bs * n, h, w, -1), align_corners=True)
+        return deformed.view(bs, n, -1, h, w)
 
     @staticmethod
     def dropout_softmax(X, P):

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.model import ImagePyramide, perceptual_loss
+from modules.tpsmm.feature_losses import KeypointSemanticLoss, StructureLoss, load_extractor
 from modules.tpsmm.transform import TPS
 from modules.util import unwrap
 from modules.vgg import Vgg19, load_vgg19_weights
@@ -23,14 +24,16 @@ class GeneratorFullModel(nn.Module):
 
     (x {'source', 'driving'}: (B, C, H, W) in [0, 1], epoch) -> (losses, generated): losses =
     {'perceptual', 'equivariance_value', 'warp_loss', 'bg'} (each only when its weight is non-zero,
-    'bg' from bg_start on; already weighted, 0-dim), generated = the inpainting network's dict +
+    'bg' from bg_start on; already weighted, 0-dim), with CPABMM's configs also 'structure_loss'
+    (use_vit_loss and loss_weights.structure) and 'sam' (loss_weights.sam); generated = the inpainting network's dict +
     'kp_source', 'kp_driving' and, with the equivariance loss, 'transformed_frame', 'transformed_kp'.
 
     Random draws, in TPSMM's order: the TPS-dropout mask (while epoch < dropout_epoch), then the
     equivariance TPS (theta, then spline weights).
     """
 
-    def __init__(self, kp_extractor, bg_predictor, dense_motion_network, inpainting_network, train_params, *kwargs):
+    def __init__(self, kp_extractor, bg_predictor, dense_motion_network, inpainting_network, train_params, *kwargs,
+                 structure_extractor=None, semantic_extractor=None):
         super().__init__()
         self.kp_extractor = kp_extractor
         self.inpainting_network = inpainting_network
@@ -44,6 +47,14 @@ class GeneratorFullModel(nn.Module):
         if sum(self.loss_weights['perceptual']) != 0:
             self.vgg = Vgg19()
             load_vgg19_weights(self.vgg, train_params.get('vgg19_weights'))
+        # CPABMM's feature losses (its configs only): the extractors come from the given modules or
+        # from the local weight files its train_params name (modules/tpsmm/feature_losses.py)
+        self.structure = self.semantic = None
+        if train_params.get('use_vit_loss') and self.loss_weights.get('structure', 0) != 0:
+            self.structure = StructureLoss(structure_extractor or load_extractor('vit', train_params.get('vit_weights')))
+        if self.loss_weights.get('sam', 0) != 0:
+            self.semantic = KeypointSemanticLoss(semantic_extractor or
+                                                 load_extractor('sam', train_params.get('sam_model_path')))
 
     def forward(self, x, epoch):
         kp_source = self.kp_extractor(x['source'])
@@ -88,6 +99,12 @@ class GeneratorFullModel(nn.Module):
             cycle = torch.matmul(bg_param, self.bg_predictor(x['driving'], x['source']))
             eye = torch.eye(3, dtype=cycle.dtype, device=cycle.device).view(1, 1, 3, 3)
             loss_values['bg'] = weights['bg'] * torch.abs(eye - cycle).mean()
+
+        if self.structure is not None:
+            loss_values['structure_loss'] = weights['structure'] * self.structure(generated['prediction'], x['driving'])
+        if self.semantic is not None:
+            loss_values['sam'] = weights['sam'] * self.semantic(x['source'], x['driving'], kp_source['fg_kp'],
+                                                                kp_driving['fg_kp'])
         return loss_values, generated
 
 
