@@ -32,6 +32,9 @@ class DenseMotionNetwork(nn.Module):
     (H/8, H/4, H/2, H for scale_factor 0.25; TPSMM's layout assumes that scale and a 3-level
     inpainting network), else one map at (h, w). dropout_flag: TPS dropout (dropout_softmax) with
     probability dropout_p, as TPSMM's training asks for it in its first epochs.
+
+    Subclasses change the motion model: _transformations builds the num_transforms sampling grids
+    (K + EXTRA_TRANSFORMS; CpabDenseMotionNetwork blends K + 2).
     """
 
     EXTRA_TRANSFORMS = 1  # the background transform (identity or bg_param), channel 0
