@@ -92,11 +92,22 @@ def constraint_matrix(nx, ny):
 
 @functools.lru_cache(maxsize=None)
 def cpab_basis(nx, ny):
-    """(6 nC, d) float64 orthonormal basis of the null space of constraint_matrix (by SVD)."""
+    """(6 nC, d) float64 orthonormal basis of the null space of constraint_matrix.
+
+    The SVD's null-space vectors are one basis among many, and which one depends on the LAPACK
+    build and its thread count; so the basis is made canonical: the eigenvectors, within the null
+    space, of the fixed diagonal weighting diag(1 ... 2) of the 6 nC entries (distinct eigenvalues),
+    each signed so that its largest entry is positive. The same theta then means the same field on
+    every machine."""
     L = constraint_matrix(nx, ny)
     _, s, vt = np.linalg.svd(L)
     rank = int((s > 1e-10 * s[0]).sum())
-    return vt[rank:].T.copy()
+    null = vt[rank:].T
+    weights = np.linspace(1.0, 2.0, L.shape[1])
+    _, vectors = np.linalg.eigh(null.T @ (weights[:, None] * null))
+    basis = null @ vectors
+    largest = np.abs(basis).argmax(axis=0)
+    return np.ascontiguousarray(basis * np.sign(basis[largest, np.arange(basis.shape[1])]))
 
 
 def expm_affine(X, order=8):
