@@ -180,3 +180,19 @@ def test_cpu_and_cuda_agree():
     fitted_cuda, error = fit_gauss_newton(cpab.to('cuda'), driving.cuda(), source.cuda())
     assert error.max() < 1e-4
     assert (cpab.cpu().transform(driving, fitted_cuda.cpu()) - source).abs().max() < 5e-4
+
+
+def test_the_basis_is_the_same_with_any_number_of_threads(tmp_path):
+    """LAPACK's null-space vectors depend on its thread count; the canonical basis does not (a theta
+    means the same field everywhere)."""
+    import os
+    import subprocess
+    import sys
+    code = ('import numpy as np; from modules.tpsmm.cpab import cpab_basis; '
+            'np.save(__import__("sys").argv[1], cpab_basis(4, 4))')
+    bases = []
+    for threads, tmp in (('1', 'one.npy'), ('2', 'two.npy')):
+        env = {**os.environ, 'OMP_NUM_THREADS': threads, 'OPENBLAS_NUM_THREADS': threads, 'MKL_NUM_THREADS': threads}
+        subprocess.run([sys.executable, '-c', code, str(tmp_path / tmp)], cwd=REPO, env=env, check=True)
+        bases.append(np.load(tmp_path / tmp))
+    assert np.abs(bases[0] - bases[1]).max() < 1e-9
