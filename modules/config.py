@@ -655,6 +655,9 @@ _LOSS_WEIGHTS = Section({
     "perceptual": _PERCEPTUAL,
     "equivariance_value": _EQUIVARIANCE_VALUE,
     "equivariance_jacobian": _req(_NONNEG, "weight of the jacobian equivariance loss"),
+    "l1": _fill(_NONNEG, "weight of an L1 loss between the generated and the driving frame at full resolution "
+                         "(not in the original; 0 = off): the pseudo-random VGG19 of vgg19_weights: portable is "
+                         "nearly blind to colour", 0),
 }, doc="loss weights")
 
 _TRAIN = Section({

@@ -101,7 +101,7 @@ def detach_kp(kp):
 
 def _loss_weights(train_params):
     weights = dict(train_params.get('loss_weights', {}))
-    for name in ('generator_gan', 'discriminator_gan', 'equivariance_value', 'equivariance_jacobian'):
+    for name in ('generator_gan', 'discriminator_gan', 'equivariance_value', 'equivariance_jacobian', 'l1'):
         weights.setdefault(name, 0)
     weights.setdefault('perceptual', [0, 0, 0, 0, 0])
     weights.setdefault('feature_matching', [])
@@ -143,7 +143,7 @@ class GeneratorFullModel(_TrainingStep):
     """Generator step: keypoints, generation and every generator-side loss.
 
     x: {'source': (B, C, H, W), 'driving': (B, C, H, W)} in [0, 1] ->
-    (losses, generated) with losses = {'perceptual', 'gen_gan', 'feature_matching',
+    (losses, generated) with losses = {'perceptual', 'l1', 'gen_gan', 'feature_matching',
     'equivariance_value', 'equivariance_jacobian'} (each only when its weight is non-zero, already
     weighted, 0-dim) and generated = the generator's dict + 'kp_source', 'kp_driving' and, with an
     equivariance loss, 'transformed_frame', 'transformed_kp'.
@@ -189,6 +189,8 @@ class GeneratorFullModel(_TrainingStep):
         if sum(weights['perceptual']) != 0:
             loss_values['perceptual'] = perceptual_loss(self.vgg, pyramide_generated, pyramide_real, self.scales,
                                                         weights['perceptual'])
+        if weights['l1'] != 0:
+            loss_values['l1'] = weights['l1'] * torch.abs(generated['prediction'].float() - x['driving']).mean()
 
         if weights['generator_gan'] != 0:
             # Generated first, then real: the order matters for the spectral-norm power iterations.

@@ -141,3 +141,29 @@ def test_injected_transform_gives_the_same_iteration(fixture_config, train_param
     for name in ('equivariance_value', 'equivariance_jacobian', 'perceptual'):
         assert_close(out['losses'][name].detach(), ref['losses/' + name], name)
     assert_close(out['generated']['transformed_frame'].detach(), ref['generated/transformed_frame'])
+
+
+def test_l1_loss_weight_adds_the_pixel_l1_and_nothing_else(fixture_config, train_params, ref):
+    """loss_weights.l1 (ours, default 0): weight * mean |prediction - driving| joins the losses; the
+    original's losses stay as they are."""
+    import copy
+    from modules.config import ConfigError, load_config, validate_config
+    assert load_config(FIXTURE_DIR / 'config.yaml')['train_params']['loss_weights']['l1'] == 0
+    losses = {}
+    for weight in (0, 7.0):
+        params = copy.deepcopy(train_params)
+        params['loss_weights']['l1'] = weight
+        models = build_models(fixture_config['model_params'])
+        load_state(FIXTURE_DIR / 'checkpoint.pth.tar', models)
+        model = GeneratorFullModel(models['kp_detector'], models['generator'], models['discriminator'], params).eval()
+        torch.manual_seed(TRAIN_SEED)
+        x = train_batch(ref)
+        losses[weight], generated = model(x)  # with gradients: the equivariance losses need them
+    assert 'l1' not in losses[0]
+    expected = 7.0 * (generated['prediction'].detach() - x['driving']).abs().mean()
+    assert float(expected) > 0 and torch.allclose(losses[7.0]['l1'], expected)
+    assert all(torch.equal(losses[0][name], losses[7.0][name]) for name in losses[0])
+    config = copy.deepcopy(fixture_config)
+    config['train_params']['loss_weights']['l1'] = -1
+    with pytest.raises(ConfigError, match='l1'):
+        validate_config(config)
