@@ -91,7 +91,8 @@ class _Workspace(threading.local):
     def get(self, name, shape, like):
         numel = math.prod(shape)
         buffer = self.buffers.get(name)
-        if buffer is None or buffer.numel() < numel or buffer.dtype != like.dtype or buffer.device != like.device:
+        if (buffer is None or buffer.numel() < numel or buffer.dtype != like.dtype or buffer.device != like.device
+                or buffer.is_inference() and not torch.is_inference_mode_enabled()):  # then read-only
             buffer = self.buffers[name] = like.new_empty(numel)
         return buffer[:numel].view(shape)
 
@@ -100,8 +101,9 @@ class WinogradConv2d(nn.Module):
     """A 3x3 convolution with padding 1 by Winograd's F(4x4, 3x3) on the CPU in float32: (B, C, H, W)
     -> (B, O, H, W), 36 instead of 144 multiply-adds per 4x4 output tile and channel pair, as one
     batched matrix product over the 36 tile positions; the transforms are small matrix products.
-    Same outputs up to float rounding (~1e-5 relative). Other devices and dtypes (CUDA, whose cuDNN
-    picks Winograd itself; autocast) and maps smaller than MIN_PIXELS take the direct convolution.
+    Same outputs up to float rounding (~1e-5 relative), without gradients: only under torch.no_grad
+    or torch.inference_mode. Otherwise, and on other devices and dtypes (CUDA, whose cuDNN picks
+    Winograd itself; autocast) and on maps smaller than MIN_PIXELS, the direct convolution runs.
 
     Transformed weights U: (36, O, C), u[(i, j)] = (G g G^T)[i, j], made on the first call that takes
     this route (4x the convolution's weights; layers that only ever see small maps never hold them);
@@ -140,15 +142,15 @@ class WinogradConv2d(nn.Module):
         """U: (36, O, C) float32, from the convolution's current weights."""
         weight = self.conv.weight
         key = (weight.data_ptr(), weight._version)
-        if self._weight_of != key:
+        if self._weight_of != key or self._weight.is_inference() and not torch.is_inference_mode_enabled():
             g = torch.tensor(WINOGRAD_G, dtype=torch.float64)
             u = torch.einsum('ik,ockl,jl->ijoc', g, weight.detach().double(), g)  # (6, 6, O, C)
             self._weight, self._weight_of = u.reshape(36, *u.shape[2:]).float().contiguous(), key
         return self._weight
 
     def forward(self, x):
-        if (x.device.type != 'cpu' or x.dtype != torch.float32 or torch.is_autocast_enabled('cpu')
-                or x.shape[-1] * x.shape[-2] < self.MIN_PIXELS):
+        if (torch.is_grad_enabled() or x.device.type != 'cpu' or x.dtype != torch.float32
+                or torch.is_autocast_enabled('cpu') or x.shape[-1] * x.shape[-2] < self.MIN_PIXELS):
             return self.conv(x)
         weight = self.transformed_weight()
         (B, C, H, W), O = x.shape, weight.shape[1]
@@ -179,7 +181,8 @@ class WinogradConv2d(nn.Module):
 def optimize_for_inference(module):
     """Folds batch norms into convolutions, replaces every UpBlock2d's upsample + conv with a
     NearestUpsampleConv2d and every wide 3x3 convolution (WinogradConv2d.pays_off) with a
-    WinogradConv2d, in place; the outputs change by float rounding only. Eval mode only. Returns the
+    WinogradConv2d, except inside modules that set `direct_convolutions = True` (the keypoint
+    detectors), in place; the outputs change by float rounding only. Eval mode only. Returns the
     module."""
     fold_batchnorm(module)
     for block in module.modules():
@@ -189,9 +192,11 @@ def optimize_for_inference(module):
             except ValueError:
                 continue
             block.conv, block.upsample = conv, nn.Identity()
+    direct = {id(m) for part in module.modules() if getattr(part, 'direct_convolutions', False)
+              for m in part.modules()}  # e.g. keypoint detectors
     for parent in list(module.modules()):
-        if isinstance(parent, (NearestUpsampleConv2d, WinogradConv2d)):
-            continue  # their own convolution stays as it is
+        if isinstance(parent, (NearestUpsampleConv2d, WinogradConv2d)) or id(parent) in direct:
+            continue  # their own convolutions stay as they are
         for name, child in parent.named_children():
             if isinstance(child, nn.Conv2d) and WinogradConv2d.pays_off(child):
                 setattr(parent, name, WinogradConv2d(child))

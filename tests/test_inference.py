@@ -140,6 +140,24 @@ def test_winograd_conv_outputs_outlive_the_shared_workspace(monkeypatch):
         assert (first(x) - first.conv(x)).abs().max() < 1e-5
 
 
+def test_winograd_conv_runs_under_inference_mode_then_no_grad_then_with_gradients(monkeypatch):
+    """Scratch buffers made under torch.inference_mode are read-only outside it (demo.py uses
+    inference_mode, run.py no_grad, in one process in the tests); with gradients on, the direct
+    convolution runs and gradients flow as through the original module."""
+    monkeypatch.setattr(WinogradConv2d, 'MIN_PIXELS', 0)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 4, 3, padding=1)
+    winograd = WinogradConv2d(conv)
+    x = torch.randn(1, 4, 8, 8)
+    with torch.inference_mode():
+        assert (winograd(x) - conv(x)).abs().max() < 1e-5
+    with torch.no_grad():
+        assert (winograd(x) - conv(x)).abs().max() < 1e-5
+    out = winograd(x.requires_grad_())
+    out.sum().backward()
+    assert x.grad is not None and torch.equal(out, conv(x))
+
+
 def test_winograd_conv_takes_the_direct_route_where_it_does_not_pay():
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 4, 3, padding=1)
@@ -207,3 +225,15 @@ def test_prepare_fast_quantizes_the_winograd_blocks(monkeypatch):
         with torch.autocast('cpu', dtype=torch.bfloat16):
             out = fast(x.to(memory_format=torch.channels_last)).float()
     assert float((out - exact).norm() / exact.norm()) < 0.03
+
+
+@pytest.mark.parametrize('config_name', ['vox-256.yaml', 'tpsmm-vox-256.yaml'])
+def test_keypoint_detectors_keep_direct_convolutions(config_name):
+    """Keypoints feed TPS solves and heatmap softmaxes that amplify rounding (TPSMM's keypoints moved
+    the frames by 2e-4 with Winograd in its ResNet): optimize_for_inference leaves them direct."""
+    config = load_config(REPO / 'config' / config_name)
+    kp_detector = optimize_for_inference(build_models(config['model_params'], names=['kp_detector'])['kp_detector']
+                                         .eval())
+    assert not any(isinstance(m, WinogradConv2d) for m in kp_detector.modules())
+    assert any(isinstance(m, nn.Conv2d) and WinogradConv2d.pays_off(m) for m in kp_detector.modules()), \
+        'it has convolutions that would qualify'

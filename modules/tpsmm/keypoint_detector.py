@@ -8,6 +8,9 @@ from modules.resnet import resnet18
 class KPDetector(nn.Module):
     """image (B, 3, H, W) in [0, 1] (any size: the ResNet pools globally) ->
     {'fg_kp': (B, 5 * num_tps, 2) in (-1, 1), (x, y)}; keypoints 5k .. 5k + 4 drive TPS k."""
+    # modules.inference.optimize_for_inference keeps direct convolutions here: keypoints feed TPS
+    # solves and heatmap softmaxes that amplify Winograd's rounding, for well under 1 ms of gain
+    direct_convolutions = True
 
     def __init__(self, num_tps, **kwargs):
         super().__init__()
