@@ -196,3 +196,24 @@ def test_the_basis_is_the_same_with_any_number_of_threads(tmp_path):
         subprocess.run([sys.executable, '-c', code, str(tmp_path / tmp)], cwd=REPO, env=env, check=True)
         bases.append(np.load(tmp_path / tmp))
     assert np.abs(bases[0] - bases[1]).max() < 1e-9
+
+
+def test_the_fit_stops_once_every_sample_has_converged(monkeypatch):
+    """The global fit of real keypoints (50 of them: over-determined) reaches its floor in a few
+    steps: it stops there (ftol) instead of running out its iterations, at the same error."""
+    import modules.tpsmm.cpab as cpab_module
+    calls = []
+    residual = cpab_module._residual
+    monkeypatch.setattr(cpab_module, '_residual', lambda *a, **k: calls.append(1) or residual(*a, **k))
+    kp = bundled_keypoints()
+    cpab = CPAB((6, 6))
+    steps = {}
+    for ftol in (0, 1e-4):
+        for i in range(1, len(kp)):  # one frame at a time: the fit stops when all its samples have converged
+            calls.clear()
+            _, error = fit_gauss_newton(cpab, kp[i:i + 1], kp[:1], regularization=GLOBAL_REGULARIZATION, ftol=ftol)
+            steps[ftol, i] = len(calls), float(error)
+    frames = range(1, len(kp))
+    assert all(steps[0, i][0] == 11 for i in frames), 'without ftol: every iteration'
+    assert sum(steps[1e-4, i][0] < 11 for i in frames) >= len(kp) // 2, steps
+    assert all(abs(steps[1e-4, i][1] - steps[0, i][1]) < 0.01 * steps[0, i][1] for i in frames), steps

@@ -238,7 +238,7 @@ def _residual(cpab, driving, source, theta, jacobian=False):
 
 
 def fit_gauss_newton(cpab, driving, source, theta=None, iterations=10, tolerance=1e-5, damping=1e-3,
-                     regularization=0.0):
+                     regularization=0.0, ftol=1e-4):
     """theta (N, d) with T_theta(driving) ~ source; driving, source: (N, P, 2) in [0, 1].
 
     Minimises |T_theta(driving) - source|^2 + regularization |theta|^2 by damped Gauss-Newton
@@ -249,8 +249,10 @@ def fit_gauss_newton(cpab, driving, source, theta=None, iterations=10, tolerance
     d = 58) each step is the minimum-norm update -J^T (J J^T + lam s I)^{-1} r.
     The small Tikhonov term keeps theta, the velocity field, from growing without bound when the
     keypoints cannot be matched exactly (50 keypoints of the global transform), where CPABMM's short
-    Adam run stops early by construction. Starts from `theta` if given, else the identity; stops after `iterations` steps or when every sample's RMS point error
-    is below `tolerance`. -> (theta, RMS point error per sample (N,))."""
+    Adam run stops early by construction. Starts from `theta` if given, else the identity; stops
+    after `iterations` steps, when every sample's RMS point error is below `tolerance`, or when every
+    sample has converged: one of its steps was taken and lowered its objective by less than `ftol`
+    (relative; 0 = never). -> (theta, RMS point error per sample (N,))."""
     n, p = driving.shape[:2]
     eye = torch.eye(cpab.d, dtype=driving.dtype, device=driving.device)
     with torch.no_grad():
@@ -258,6 +260,7 @@ def fit_gauss_newton(cpab, driving, source, theta=None, iterations=10, tolerance
         r, J = _residual(cpab, driving, source, theta, jacobian=True)
         cost = (r ** 2).sum(1) + regularization * (theta ** 2).sum(1)
         lam = torch.full((n,), damping, dtype=theta.dtype, device=theta.device)
+        converged = torch.zeros(n, dtype=torch.bool, device=theta.device)
         for _ in range(iterations):
             if float(((r ** 2).sum(1) / p).sqrt().max()) < tolerance:
                 break
@@ -268,11 +271,14 @@ def fit_gauss_newton(cpab, driving, source, theta=None, iterations=10, tolerance
             r_new, J_new = _residual(cpab, driving, source, theta + delta, jacobian=True)
             cost_new = (r_new ** 2).sum(1) + regularization * ((theta + delta) ** 2).sum(1)
             better = cost_new < cost
+            converged |= better & (cost - cost_new <= ftol * cost)
             theta = torch.where(better[:, None], theta + delta, theta)
             r = torch.where(better[:, None], r_new, r)
             J = torch.where(better[:, None, None], J_new, J)
             cost = torch.where(better, cost_new, cost)
             lam = torch.where(better, lam / 10, lam * 10).clamp(1e-6, 1e6)  # (float32: keep J^T J + lam s I solvable)
+            if bool(converged.all()):
+                break
     return theta, ((r ** 2).sum(1) / p).sqrt()
 
 
