@@ -125,8 +125,8 @@ class WinogradConv2d(nn.Module):
         self.conv = conv
         self._weight, self._weight_of = None, None  # U, and the (storage, version) of the weights it was made of
         bt, at = torch.tensor(WINOGRAD_BT, dtype=torch.float32), torch.tensor(WINOGRAD_AT, dtype=torch.float32)
-        self.register_buffer('input_transform', bt)  # applied along each axis of the tile in turn
-        self.register_buffer('output_transform', torch.kron(at, at))  # (16, 36)
+        self.register_buffer('input_transform', bt, persistent=False)  # along each axis of the tile in turn
+        self.register_buffer('output_transform', torch.kron(at, at), persistent=False)  # (16, 36)
 
     @staticmethod
     def fits(conv):
@@ -141,7 +141,9 @@ class WinogradConv2d(nn.Module):
     def transformed_weight(self):
         """U: (36, O, C) float32, from the convolution's current weights."""
         weight = self.conv.weight
-        key = (weight.data_ptr(), weight._version)
+        # in-place edits bump the version (not edits through .data: edit the weights before
+        # optimize_for_inference); inference tensors have no version and cannot be edited outside it
+        key = (id(weight), weight.data_ptr(), None if weight.is_inference() else weight._version)
         if self._weight_of != key or self._weight.is_inference() and not torch.is_inference_mode_enabled():
             g = torch.tensor(WINOGRAD_G, dtype=torch.float64)
             u = torch.einsum('ik,ockl,jl->ijoc', g, weight.detach().double(), g)  # (6, 6, O, C)

@@ -217,3 +217,10 @@ def test_the_fit_stops_once_every_sample_has_converged(monkeypatch):
     assert all(steps[0, i][0] == 11 for i in frames), 'without ftol: every iteration'
     assert sum(steps[1e-4, i][0] < 11 for i in frames) >= len(kp) // 2, steps
     assert all(abs(steps[1e-4, i][1] - steps[0, i][1]) < 0.01 * steps[0, i][1] for i in frames), steps
+    # a batch runs until its slowest sample is done: an early and a late frame together take the late one's steps
+    early = min(frames, key=lambda i: steps[1e-4, i][0])
+    late = max(frames, key=lambda i: steps[1e-4, i][0])
+    assert steps[1e-4, early][0] < steps[1e-4, late][0]
+    calls.clear()
+    fit_gauss_newton(cpab, kp[[early, late]], kp[[0, 0]], regularization=GLOBAL_REGULARIZATION)
+    assert len(calls) == steps[1e-4, late][0]

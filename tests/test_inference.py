@@ -120,6 +120,8 @@ def test_winograd_conv_equals_conv2d(shape, bias, monkeypatch):
             got = winograd(x.to(memory_format=layout))
             assert got.shape == expected.shape
             assert (got - expected).abs().max() < 1e-5 * max(1.0, float(expected.abs().max()))
+    assert winograd._weight is not None, 'the Winograd route ran (it made its weights)'
+    assert set(winograd.state_dict()) == {'conv.weight'} | ({'conv.bias'} if bias else set())
 
 
 def test_winograd_conv_outputs_outlive_the_shared_workspace(monkeypatch):
@@ -158,6 +160,23 @@ def test_winograd_conv_runs_under_inference_mode_then_no_grad_then_with_gradient
     assert x.grad is not None and torch.equal(out, conv(x))
 
 
+def test_winograd_conv_with_weights_made_under_inference_mode(monkeypatch):
+    """Folding batch norms under torch.inference_mode makes inference-tensor weights (no version
+    counter): the Winograd route still runs, inside inference mode and under no_grad."""
+    monkeypatch.setattr(WinogradConv2d, 'MIN_PIXELS', 0)
+    torch.manual_seed(0)
+    x = torch.randn(1, 256, 8, 8)
+    with torch.inference_mode():
+        block = optimize_for_inference(ResBlock2d(256, kernel_size=3, padding=1).eval())
+        assert block.conv1.conv.weight.is_inference()
+        inside = block(x)
+        reference = block.conv2.conv(F.relu(block.conv1.conv(F.relu(block.norm1(x))))) + x
+    assert block.conv1._weight is not None
+    assert (inside - reference).abs().max() < 1e-4
+    with torch.no_grad():
+        assert (block(x) - reference).abs().max() < 1e-4
+
+
 def test_winograd_conv_takes_the_direct_route_where_it_does_not_pay():
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 4, 3, padding=1)
@@ -193,6 +212,7 @@ def test_optimize_for_inference_on_vox_sized_models_changes_outputs_by_rounding_
     optimized = {name: optimize_for_inference(copy.deepcopy(model)) for name, model in original.items()}
     bottleneck = optimized['generator'].bottleneck
     assert all(isinstance(block.conv1, WinogradConv2d) for block in bottleneck.children())
+    assert all(block.conv1._weight is None for block in bottleneck.children())
     source, driving = torch.rand(1, 3, 256, 256), torch.rand(1, 3, 256, 256)
     outputs = {}
     for name, models_ in (('original', original), ('optimized', optimized)):
@@ -203,6 +223,7 @@ def test_optimize_for_inference_on_vox_sized_models_changes_outputs_by_rounding_
             frame = models_['generator'](source, kp_source=kp_source, kp_driving=kp_driving)['prediction']
         hook.remove()
         outputs[name] = kp_driving['value'], features[0], frame
+    assert all(block.conv1._weight is not None for block in bottleneck.children()), 'the Winograd route ran'
     (kp_a, features_a, frame_a), (kp_b, features_b, frame_b) = outputs['original'], outputs['optimized']
     assert (kp_a - kp_b).abs().max() < 1e-4
     assert 0 < (features_a - features_b).abs().max() < 1e-4 * features_a.abs().max(), 'rewritten, rounding only'

@@ -250,9 +250,10 @@ def fit_gauss_newton(cpab, driving, source, theta=None, iterations=10, tolerance
     The small Tikhonov term keeps theta, the velocity field, from growing without bound when the
     keypoints cannot be matched exactly (50 keypoints of the global transform), where CPABMM's short
     Adam run stops early by construction. Starts from `theta` if given, else the identity; stops
-    after `iterations` steps, when every sample's RMS point error is below `tolerance`, or when every
-    sample has converged: one of its steps was taken and lowered its objective by less than `ftol`
-    (relative; 0 = never). -> (theta, RMS point error per sample (N,))."""
+    after `iterations` steps, or when every sample is done: its RMS point error is below `tolerance`,
+    or it has converged (one of its steps was taken and lowered its objective by less than `ftol`,
+    relative; 0 = never). A batch runs until its slowest sample is done. -> (theta, RMS point error
+    per sample (N,))."""
     n, p = driving.shape[:2]
     eye = torch.eye(cpab.d, dtype=driving.dtype, device=driving.device)
     with torch.no_grad():
@@ -277,7 +278,7 @@ def fit_gauss_newton(cpab, driving, source, theta=None, iterations=10, tolerance
             J = torch.where(better[:, None, None], J_new, J)
             cost = torch.where(better, cost_new, cost)
             lam = torch.where(better, lam / 10, lam * 10).clamp(1e-6, 1e6)  # (float32: keep J^T J + lam s I solvable)
-            if bool(converged.all()):
+            if bool((converged | (((r ** 2).sum(1) / p).sqrt() < tolerance)).all()):
                 break
     return theta, ((r ** 2).sum(1) / p).sqrt()
 
