@@ -27,6 +27,13 @@ from modules.util import ResBlock2d, UpBlock2d, fold_batchnorm
 log = logging.getLogger(__name__)
 
 
+def is_3x3_same(conv):
+    """True for a 3x3 convolution with padding 1, stride 1, dilation 1 and groups 1 (the size-keeping
+    kind both rewrites below handle)."""
+    return (conv.kernel_size, conv.padding, conv.stride, conv.dilation, conv.groups) == ((3, 3), (1, 1), (1, 1),
+                                                                                      (1, 1), 1)
+
+
 class NearestUpsampleConv2d(nn.Module):
     """conv3x3(nearest_upsample_x2(x)) with padding 1, as one stride-2 transposed convolution with a
     4x4 kernel: (B, C, H, W) -> (B, O, 2H, 2W), 16 instead of 36 multiply-adds per input pixel and
@@ -42,8 +49,7 @@ class NearestUpsampleConv2d(nn.Module):
 
     def __init__(self, conv):
         super().__init__()
-        if (conv.kernel_size, conv.padding, conv.stride, conv.dilation, conv.groups) != ((3, 3), (1, 1), (1, 1),
-                                                                                          (1, 1), 1):
+        if not is_3x3_same(conv):
             raise ValueError('NearestUpsampleConv2d needs a 3x3 convolution with padding 1, stride 1, groups 1')
         self.conv = conv
         weight = self._taps(self._taps(conv.weight.detach(), 2), 3)  # (O, C, 4, 4)
@@ -120,23 +126,18 @@ class WinogradConv2d(nn.Module):
 
     def __init__(self, conv):
         super().__init__()
-        if not self.fits(conv):
+        if not is_3x3_same(conv):
             raise ValueError('WinogradConv2d needs a 3x3 convolution with padding 1, stride 1, groups 1')
         self.conv = conv
-        self._weight, self._weight_of = None, None  # U, and the (storage, version) of the weights it was made of
+        self._weight, self._weight_of = None, None  # U, and the key of the weights it was made of
         bt, at = torch.tensor(WINOGRAD_BT, dtype=torch.float32), torch.tensor(WINOGRAD_AT, dtype=torch.float32)
         self.register_buffer('input_transform', bt, persistent=False)  # along each axis of the tile in turn
         self.register_buffer('output_transform', torch.kron(at, at), persistent=False)  # (16, 36)
 
-    @staticmethod
-    def fits(conv):
-        return (conv.kernel_size, conv.padding, conv.stride, conv.dilation, conv.groups) == ((3, 3), (1, 1), (1, 1),
-                                                                                          (1, 1), 1)
-
     @classmethod
     def pays_off(cls, conv):
         """True for the 3x3 convolutions worth rewriting: wide enough (MIN_CHANNELS) in and out."""
-        return cls.fits(conv) and min(conv.in_channels, conv.out_channels) >= cls.MIN_CHANNELS
+        return is_3x3_same(conv) and min(conv.in_channels, conv.out_channels) >= cls.MIN_CHANNELS
 
     def transformed_weight(self):
         """U: (36, O, C) float32, from the convolution's current weights."""

@@ -261,9 +261,14 @@ def fit_gauss_newton(cpab, driving, source, theta=None, iterations=10, tolerance
         r, J = _residual(cpab, driving, source, theta, jacobian=True)
         cost = (r ** 2).sum(1) + regularization * (theta ** 2).sum(1)
         lam = torch.full((n,), damping, dtype=theta.dtype, device=theta.device)
+
+        def rms(residual):
+            return ((residual ** 2).sum(1) / p).sqrt()
+
         converged = torch.zeros(n, dtype=torch.bool, device=theta.device)
+        done = rms(r) < tolerance
         for _ in range(iterations):
-            if float(((r ** 2).sum(1) / p).sqrt().max()) < tolerance:
+            if bool(done.all()):
                 break
             JtJ = J.transpose(1, 2) @ J
             gradient = (J.transpose(1, 2) @ r.unsqueeze(-1)).squeeze(-1) + regularization * theta
@@ -278,9 +283,8 @@ def fit_gauss_newton(cpab, driving, source, theta=None, iterations=10, tolerance
             J = torch.where(better[:, None, None], J_new, J)
             cost = torch.where(better, cost_new, cost)
             lam = torch.where(better, lam / 10, lam * 10).clamp(1e-6, 1e6)  # (float32: keep J^T J + lam s I solvable)
-            if bool((converged | (((r ** 2).sum(1) / p).sqrt() < tolerance)).all()):
-                break
-    return theta, ((r ** 2).sum(1) / p).sqrt()
+            done = converged | (rms(r) < tolerance)
+    return theta, rms(r)
 
 
 def fit_adam(cpab, driving, source, steps=100, lr=1e-2):
