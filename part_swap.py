@@ -9,7 +9,12 @@ motion is FOMM's (keypoints, dense motion, occlusion map). For every target fram
 
     out = decode(enc(target) * (1 - m) + warp(enc(source)) * occlusion * m)
 
-where m is the blend mask of the swapped parts, resized to the feature maps. It comes from (one of):
+where m is the blend mask of the swapped parts, resized to the feature maps. With a generator that
+pastes the warped source (generator_params.paste_source, as the bundled model's), the pixels follow:
+
+    out = m * paste(out, warp(source), occlusion) + (1 - m) * target
+
+The mask comes from (one of):
   --source_mask IMAGE      the source's part-label map, moved to every target frame by the motion
   --target_masks PATH      one label map per target frame (a folder of PNGs, or a black-and-white video)
   --segmentation_checkpoint FILE   a segmentation network trained by run.py --mode train_segmentation
@@ -30,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from animate import Animator, _tile, batched, default_batch_size, to_tensor, to_uint8
+from animate import Animator, _tile, _tile_features, batched, default_batch_size, to_tensor, to_uint8
 from modules.errors import InputError
 from modules.segmentation import (LabelMapSegmenter, check_segmentation, label_map, label_map_segmentation,
                                   load_network_segmenter, load_segmenter, parse_swap_index, part_mask)
@@ -72,7 +77,7 @@ class PartSwapper:
             frames = frames.to(self.device, self.dtype)
             batch = frames.shape[0]
             kp_source, _, kp_target = self.animator.motion(frames)
-            warped, out = self.generator.warp_features(_tile(self.animator.source_features, batch),
+            warped, out = self.generator.warp_features(_tile_features(self.animator.source_features, batch),
                                                        _tile(self.source, batch), kp_target, kp_source)
             if source_mask is None:
                 blend_mask = target_mask.to(self.device, self.dtype).expand(batch, -1, -1, -1)
@@ -81,13 +86,24 @@ class PartSwapper:
                 blend_mask = self.generator.deform_input(source_mask, out['deformation'])
                 if blend_mask.shape[2:] != frames.shape[2:]:
                     blend_mask = F.interpolate(blend_mask, size=frames.shape[2:], mode='bilinear', align_corners=False)
-            target_features = self.generator.encode(frames)
-            m = F.interpolate(blend_mask, size=warped.shape[2:], mode='bilinear', align_corners=False)
-            prediction = self.generator.decode(target_features * (1 - m) + warped * m)
+            prediction = self.generator.decode(_blend(self.generator.encode(frames), warped, blend_mask))
+            if getattr(self.generator, 'paste_source', False):
+                # the generator's paste where the source is taken, the target frame itself elsewhere
+                pasted = self.generator.paste(prediction, out['deformed'], out['occlusion_map'])
+                prediction = blend_mask * pasted + (1 - blend_mask) * frames
         result = {'prediction': prediction, 'blend_mask': blend_mask, 'deformed': out['deformed']}
         if 'occlusion_map' in out:
             result['occlusion_map'] = out['occlusion_map']
         return result
+
+
+def _blend(target, warped, mask):
+    """target * (1 - m) + warped * m, m = mask (B, 1, H, W) resized to the features; at every level
+    when the generator keeps several (skips)."""
+    if isinstance(target, (list, tuple)):
+        return [_blend(t, w, mask) for t, w in zip(target, warped)]
+    m = F.interpolate(mask, size=warped.shape[2:], mode='bilinear', align_corners=False)
+    return target * (1 - m) + warped * m
 
 
 class MaskSource:

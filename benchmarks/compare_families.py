@@ -2,8 +2,10 @@
 
     python benchmarks/compare_families.py [--epochs 3] [--work compare] [--cpu] [--only CPABMM ...]
 
-Trains config/cartoon-64.yaml (FOMM), config/tpsmm-cartoon-64.yaml (TPSMM) and
-config/cpabmm-cartoon-64.yaml (CPABMM) from scratch with run.py --mode train, the same data
+Trains config/cartoon-64.yaml (FOMM: the bundled model's config; FOMM-original: the same with the
+generator's skips and paste_source and the pixel L1 loss off, the original FOMM),
+config/tpsmm-cartoon-64.yaml (TPSMM) and config/cpabmm-cartoon-64.yaml (CPABMM) from scratch with
+run.py --mode train, the same data
 (data/cartoon, from cartoon_faces.py --seed 0), batch size, perceptual loss and number of steps
 (--epochs, each 300 steps of 12 frame pairs), one after the other, seed 0; transform dropout runs
 during the first third of the epochs (TPSMM's recipe: 35 of 100). Then measures each with
@@ -24,19 +26,25 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'benchmarks'))
 
-FAMILIES = {'FOMM': REPO / 'config' / 'cartoon-64.yaml', 'TPSMM': REPO / 'config' / 'tpsmm-cartoon-64.yaml',
-            'CPABMM': REPO / 'config' / 'cpabmm-cartoon-64.yaml'}
+FAMILIES = {'FOMM': REPO / 'config' / 'cartoon-64.yaml', 'FOMM-original': REPO / 'config' / 'cartoon-64.yaml',
+            'TPSMM': REPO / 'config' / 'tpsmm-cartoon-64.yaml', 'CPABMM': REPO / 'config' / 'cpabmm-cartoon-64.yaml'}
+# FOMM-original: the bundled config without the three options the original FOMM does not have
+ORIGINAL_FOMM = {'generator_params': {'skips': False, 'paste_source': False}, 'loss_weights': {'l1': 0}}
 
 
-def budget_config(config_path, epochs, work):
-    """A copy of `config_path` trained for `epochs` epochs without learning-rate decay."""
+def budget_config(config_path, epochs, work, original=False):
+    """A copy of `config_path` trained for `epochs` epochs without learning-rate decay; original=True
+    turns the generator's skips and paste_source and the pixel L1 loss off (the original FOMM)."""
     config = yaml.safe_load(Path(config_path).read_text())
+    if original:
+        config['model_params']['generator_params'].update(ORIGINAL_FOMM['generator_params'])
+        config['train_params']['loss_weights'].update(ORIGINAL_FOMM['loss_weights'])
     params = config['train_params']
     params.update(num_epochs=epochs, epoch_milestones=[], checkpoint_freq=epochs)
     if 'dropout_epoch' in params:
         params.update(dropout_epoch=max(1, round(epochs * 0.35)), dropout_inc_epoch=1)
     config.pop('segmentation_params', None)
-    path = Path(work) / Path(config_path).name
+    path = Path(work) / (Path(config_path).stem + ('-original' if original else '') + '.yaml')
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -68,7 +76,7 @@ def main(argv=None):
     results_path = work / 'results.json'
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for family in opt.only:
-        config = budget_config(FAMILIES[family], opt.epochs, work)
+        config = budget_config(FAMILIES[family], opt.epochs, work, original=family == 'FOMM-original')
         checkpoint, minutes = train(config, work, opt.cpu)
         quality = cartoon_quality.evaluate(config, checkpoint, seed=1)
         results[family] = {'epochs': opt.epochs, 'steps': opt.epochs * 300, 'train_minutes': minutes,

@@ -157,6 +157,18 @@ def _fit_hint(checkpoint, names):
     return 'no official config fits it; use the config it was trained with'
 
 
+def _skips_hint(name, missing, unexpected, misshaped):
+    """A note when the only differences are the decoder's input channels: FOMM generators with and
+    without skips (generator_params.skips) have the same keys and differ exactly there."""
+    decoder = all(k == 'final.weight' or (k.startswith('up_blocks.') and k.endswith('.weight')) for k, _, _ in misshaped)
+    if name != 'generator' or missing or unexpected or not misshaped or not decoder:
+        return ''
+    if any(len(g) != 4 or g[:1] + g[2:] != e[:1] + e[2:] for _, g, e in misshaped):
+        return ''
+    return (' (only the decoder\'s input channels differ: the checkpoint and the config disagree on '
+            'generator_params.skips)')
+
+
 def _family_hint(checkpoint):
     """Which family's checkpoint this looks like, and the configs that fit it."""
     if 'inpainting_network' in checkpoint:
@@ -205,9 +217,10 @@ def load_state(checkpoint, modules, source=None, config_path=None, optional=(), 
             raise CheckpointError(f'{source}: entry {name!r} is a {type(state).__name__}, not a state dict')
         if isinstance(target, nn.Module):
             state = strip_prefix(state)
-            message = describe_mismatch(name, *state_dict_mismatch(unwrap(target).state_dict(), state))
+            missing, unexpected, misshaped = state_dict_mismatch(unwrap(target).state_dict(), state)
+            message = describe_mismatch(name, missing, unexpected, misshaped)
             if message:
-                problems.append(message)
+                problems.append(message + _skips_hint(name, missing, unexpected, misshaped))
         present[name] = state
     if problems:
         model_names = [n for n in present if isinstance(modules[n], nn.Module) and n in ALL_MODEL_NAMES]

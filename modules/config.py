@@ -591,6 +591,10 @@ _GENERATOR = Section({
     "num_down_blocks": _req(_NONNEG_INT, "number of downsampling (and upsampling) blocks"),
     "num_bottleneck_blocks": _req(_NONNEG_INT, "number of residual blocks at the lowest resolution"),
     "estimate_occlusion_map": _opt(Bool(), "predict an occlusion map that masks the warped features", False),
+    "skips": _opt(Bool(), "also warp the encoder's finer feature maps and feed them to the decoder at their "
+                          "resolution (not in the original FOMM; its checkpoints have none)", False),
+    "paste_source": _opt(Bool(), "the prediction is the warped source image where the occlusion map says visible, "
+                                 "the decoder's output elsewhere (TPSMM's output; not in the original FOMM)", False),
     "dense_motion_params": _opt(OneOf(_DENSE_MOTION, Null()),
                                 "dense motion network; null or absent = no warping at all", None),
 }, doc="OcclusionAwareGenerator")
@@ -996,6 +1000,13 @@ def _check_semantics(config: dict) -> None:
                        f"is {weights['equivariance_jacobian']!r} but model_params.common_params."
                        f"estimate_jacobian is not true, so there are no jacobians; set it to 0 or "
                        f"set estimate_jacobian: true")
+
+    generator = model["generator_params"]
+    if generator.get("paste_source") and not (generator.get("estimate_occlusion_map")
+                                              and generator.get("dense_motion_params")):
+        raise _Invalid(("model_params", "generator_params", "paste_source"),
+                       "is true but there is no occlusion map to paste by; set estimate_occlusion_map: True "
+                       "(with dense_motion_params) or paste_source: False")
 
     transform = train["transform_params"]
     if ("sigma_tps" in transform) != ("points_tps" in transform):

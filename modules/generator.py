@@ -14,12 +14,27 @@ class OcclusionAwareGenerator(nn.Module):
     Built from a config as `OcclusionAwareGenerator(**generator_params, **common_params)`.
     `estimate_jacobian` comes with common_params and is unused here: the dense-motion network reads
     the Jacobians from the keypoint dicts when they are present.
+
+    skips (not in the original FOMM, whose checkpoints are all skips=False): the encoder keeps every
+    level, from `first`'s full-resolution map down to the bottleneck; every level is warped and
+    masked by the occlusion map, and after each up block the warped level of the same resolution is
+    concatenated to the decoder's features (a U-Net over warped features), so the final convolution
+    sees the source's warped full-resolution features. The key names stay the same; up_blocks.1..
+    and final get more input channels.
+
+    paste_source (not in the original FOMM either; no parameters): the prediction takes the warped
+    source image itself where the occlusion map says visible and the decoder's output where it says
+    occluded, `deformed * occlusion + decoded * (1 - occlusion)` (TPSMM's output), so colours and
+    edges come straight from the source. Needs estimate_occlusion_map.
     """
 
     def __init__(self, num_channels, num_kp, block_expansion, max_features, num_down_blocks,
                  num_bottleneck_blocks, estimate_occlusion_map=False, dense_motion_params=None,
-                 estimate_jacobian=False):
+                 estimate_jacobian=False, skips=False, paste_source=False):
         super().__init__()
+        if paste_source and not (estimate_occlusion_map and dense_motion_params is not None):
+            raise ValueError('paste_source needs an occlusion map: set estimate_occlusion_map: True and give '
+                             'dense_motion_params')
         # Registration order = checkpoint key order: dense_motion_network, first, down_blocks,
         # up_blocks, bottleneck, final (the up blocks come before the bottleneck).
         if dense_motion_params is not None:
@@ -36,8 +51,13 @@ class OcclusionAwareGenerator(nn.Module):
 
         self.down_blocks = nn.ModuleList([
             DownBlock2d(width(i), width(i + 1), kernel_size=(3, 3), padding=(1, 1)) for i in range(num_down_blocks)])
+
+        def skip_width(level):  # channels concatenated to the decoder's features at this level
+            return width(level) if skips and level < num_down_blocks else 0
+
         self.up_blocks = nn.ModuleList([
-            UpBlock2d(width(num_down_blocks - i), width(num_down_blocks - i - 1), kernel_size=(3, 3), padding=(1, 1))
+            UpBlock2d(width(num_down_blocks - i) + skip_width(num_down_blocks - i), width(num_down_blocks - i - 1),
+                      kernel_size=(3, 3), padding=(1, 1))
             for i in range(num_down_blocks)])
 
         self.bottleneck = nn.Sequential()
@@ -45,8 +65,10 @@ class OcclusionAwareGenerator(nn.Module):
             self.bottleneck.add_module('r' + str(i), ResBlock2d(width(num_down_blocks), kernel_size=(3, 3),
                                                                 padding=(1, 1)))
 
-        self.final = nn.Conv2d(block_expansion, num_channels, kernel_size=(7, 7), padding=(3, 3))
+        self.final = nn.Conv2d(block_expansion + skip_width(0), num_channels, kernel_size=(7, 7), padding=(3, 3))
         self.estimate_occlusion_map = estimate_occlusion_map
+        self.skips = skips
+        self.paste_source = paste_source
         self.num_channels = num_channels
 
     @staticmethod
@@ -63,28 +85,37 @@ class OcclusionAwareGenerator(nn.Module):
         return F.grid_sample(inp, deformation, align_corners=False)
 
     def encode(self, source_image):
-        """Source features before warping: (B, C, H, W) -> (B, width(num_down_blocks), H/2^n, W/2^n)."""
+        """Source features before warping: (B, C, H, W) -> (B, width(n), H/2^n, W/2^n), n =
+        num_down_blocks; with skips, the list of every level's map, full resolution first."""
         out = self.first(source_image)
+        levels = [out]
         for down_block in self.down_blocks:
             out = down_block(out)
-        return out
+            levels.append(out)
+        return levels if self.skips else out
 
     def decode(self, out):
-        """Warped (and occlusion-masked) features -> prediction (B, C, H, W) in (0, 1)."""
-        out = self.bottleneck(out)
+        """Warped (and occlusion-masked) features, as encode returns them -> prediction (B, C, H, W)
+        in (0, 1)."""
+        skips = list(out[:-1]) if self.skips else []
+        out = self.bottleneck(out[-1] if self.skips else out)
         for up_block in self.up_blocks:
             out = up_block(out)
+            if skips:
+                out = torch.cat([out, skips.pop()], dim=1)
         return torch.sigmoid(self.final(out))
 
     def forward(self, source_image, kp_driving, kp_source, source_features=None):
         """source_image: (B, C, H, W) in [0, 1]; kp dicts as KPDetector returns them.
 
-        source_features: optional `self.encode(source_image)`, computed once by callers that animate
-        one source with many driving frames (the result is the same).
+        source_features: optional `self.encode(source_image)` (a tensor, or a list of levels with
+        skips), computed once by callers that animate one source with many driving frames (the result
+        is the same).
 
         Returns {'mask': (B, K+1, h, w), 'sparse_deformed': (B, K+1, C, h, w),
         'occlusion_map': (B, 1, h, w) if estimated, 'deformed': (B, C, H, W) the source warped by the
-        deformation, 'prediction': (B, C, H, W)}; (h, w) is the dense-motion resolution. Without a
+        deformation, 'prediction': (B, C, H, W), with paste_source paste(decoded, deformed,
+        occlusion_map)}; (h, w) is the dense-motion resolution. Without a
         dense-motion network only 'prediction' (an auto-encoding of the source) is returned.
         """
         out = self.encode(source_image) if source_features is None else source_features
@@ -93,7 +124,18 @@ class OcclusionAwareGenerator(nn.Module):
             out, output_dict = self.warp_features(out, source_image, kp_driving, kp_source)
             del output_dict['deformation']  # not in the original's output
         output_dict['prediction'] = self.decode(out)
+        if self.paste_source:
+            output_dict['prediction'] = self.paste(output_dict['prediction'], output_dict['deformed'],
+                                                   output_dict['occlusion_map'])
         return output_dict
+
+    @staticmethod
+    def paste(decoded, deformed, occlusion_map):
+        """paste_source's prediction: deformed (B, C, H, W) where occlusion_map (B, 1, h, w), resized
+        to (H, W), is 1 (visible), decoded where it is 0."""
+        if occlusion_map.shape[2:] != decoded.shape[2:]:
+            occlusion_map = F.interpolate(occlusion_map, size=decoded.shape[2:], mode='bilinear', align_corners=False)
+        return decoded * (1 - occlusion_map) + deformed * occlusion_map
 
     def warp_features(self, features, source_image, kp_driving, kp_source):
         """The motion half of forward: the source's encoder features warped to the driving pose and
@@ -110,11 +152,20 @@ class OcclusionAwareGenerator(nn.Module):
             output_dict['occlusion_map'] = occlusion_map
 
         deformation = output_dict['deformation'] = dense_motion['deformation']
+        if isinstance(features, (list, tuple)):  # skips: every level
+            out = [self._warp_level(level, deformation, occlusion_map) for level in features]
+        else:
+            out = self._warp_level(features, deformation, occlusion_map)
+        output_dict['deformed'] = self.deform_input(source_image, deformation)
+        return out, output_dict
+
+    def _warp_level(self, features, deformation, occlusion_map):
+        """One encoder map warped by the deformation and masked by the occlusion map (both resized
+        to its size)."""
         out = self.deform_input(features, deformation)
         if occlusion_map is not None:
             if out.shape[2:] != occlusion_map.shape[2:]:
                 occlusion_map = F.interpolate(occlusion_map, size=out.shape[2:], mode='bilinear',
                                               align_corners=False)
             out = out * occlusion_map
-        output_dict['deformed'] = self.deform_input(source_image, deformation)
-        return out, output_dict
+        return out

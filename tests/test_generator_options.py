@@ -1,0 +1,177 @@
+"""The generator's two options that the original FOMM does not have (both off in every official config;
+tests/test_state_dict_keys.py checks those key for key): generator_params.skips, warped encoder
+features at every level (a U-Net over warped features), and generator_params.paste_source, the warped
+source image pasted where the occlusion map says visible (TPSMM's output). Here: keys, wiring, the
+cached-source path, the fast path, the config rule and the checkpoint error that names skips."""
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from animate import Animator
+from modules.checkpoint import load_state
+from modules.config import load_config
+from modules.errors import CheckpointError, ConfigError
+from modules.generator import OcclusionAwareGenerator
+from modules.keypoint_detector import KPDetector
+from tests.conftest import REPO
+
+DENSE_MOTION = dict(block_expansion=8, max_features=32, num_blocks=2, scale_factor=0.5)
+
+
+def generator(skips, num_down_blocks=2, seed=0, paste_source=False):
+    torch.manual_seed(seed)
+    return OcclusionAwareGenerator(num_channels=3, num_kp=5, block_expansion=8, max_features=32,
+                                   num_down_blocks=num_down_blocks, num_bottleneck_blocks=1,
+                                   estimate_occlusion_map=True, dense_motion_params=DENSE_MOTION,
+                                   estimate_jacobian=True, skips=skips, paste_source=paste_source).eval()
+
+
+def random_kp(batch, seed):
+    g = torch.Generator().manual_seed(seed)
+    value = torch.rand(batch, 5, 2, generator=g) * 1.6 - 0.8
+    jacobian = torch.eye(2) + 0.1 * torch.randn(batch, 5, 2, 2, generator=g)
+    return {'value': value, 'jacobian': jacobian}
+
+
+def test_same_keys_and_only_the_decoder_inputs_widen():
+    plain, skips = generator(False).state_dict(), generator(True).state_dict()
+    assert list(plain) == list(skips)
+    widened = {k: (tuple(plain[k].shape), tuple(skips[k].shape)) for k in plain if plain[k].shape != skips[k].shape}
+    # encoder widths 8, 16, 32: up block 1 gets 16 + 16 channels, final 8 + 8; up block 0 sees the bottleneck only
+    assert widened == {'up_blocks.1.conv.weight': ((8, 16, 3, 3), (8, 32, 3, 3)),
+                       'final.weight': ((3, 8, 7, 7), (3, 16, 7, 7))}
+
+
+def test_encode_keeps_every_level_full_resolution_first():
+    source = torch.rand(2, 3, 32, 32)
+    levels = generator(True).encode(source)
+    assert [tuple(level.shape) for level in levels] == [(2, 8, 32, 32), (2, 16, 16, 16), (2, 32, 8, 8)]
+    torch.testing.assert_close(levels[-1], generator(False).encode(source))  # same weights, same bottleneck input
+
+
+def resize(x, size):
+    return F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+
+
+def test_every_level_is_warped_masked_and_decoded_at_its_resolution():
+    """The prediction is decode() of every encoder level, each warped by the deformation and masked by
+    the occlusion map, both resized to that level (computed here with grid_sample directly)."""
+    model, source = generator(True), torch.rand(2, 3, 32, 32)
+    kp_source, kp_driving = random_kp(2, 1), random_kp(2, 6)
+    with torch.no_grad():
+        prediction = model(source, kp_driving, kp_source)['prediction']
+        motion = model.dense_motion_network(source_image=source, kp_driving=kp_driving, kp_source=kp_source)
+        deformation = motion['deformation'].permute(0, 3, 1, 2)  # (B, 2, 16, 16)
+        warped = []
+        for level in model.encode(source):
+            grid = resize(deformation, level.shape[2:]).permute(0, 2, 3, 1)
+            warped.append(F.grid_sample(level, grid, align_corners=False)
+                          * resize(motion['occlusion_map'], level.shape[2:]))
+        expected = model.decode(warped)
+        unwarped_top = model.decode([model.encode(source)[0]] + warped[1:])
+    assert (unwarped_top - expected).abs().max() > 1e-3  # the full-resolution level counts
+    torch.testing.assert_close(prediction, expected, atol=1e-5, rtol=0)
+
+
+def test_the_full_resolution_skip_reaches_the_output():
+    """A change of the source felt only at full resolution: with skips, the decoder's last layer sees it
+    directly, so a one-pixel change moves that pixel's output; gradients reach `first` through the skip."""
+    model, kp = generator(True), random_kp(1, 2)
+    source = torch.rand(1, 3, 32, 32, requires_grad=True)
+    out = model(source, kp, kp)['prediction']
+    out[0, :, 16, 16].sum().backward()
+    assert source.grad[0, :, 16, 16].abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.first.parameters())
+
+
+@pytest.mark.parametrize('num_down_blocks', [0, 1, 2])
+def test_cached_source_features_give_the_same_frames(num_down_blocks):
+    model, source = generator(True, num_down_blocks), torch.rand(1, 3, 32, 32)
+    kp_source, kp_driving = random_kp(1, 3), random_kp(1, 4)
+    with torch.no_grad():
+        direct = model(source, kp_driving, kp_source)['prediction']
+        cached = model(source, kp_driving, kp_source, source_features=model.encode(source))['prediction']
+    assert torch.equal(direct, cached)
+
+
+@pytest.mark.parametrize('fast', [False, True])
+@pytest.mark.parametrize('paste_source', [False, True])
+def test_animator_batches_equal_one_frame_at_a_time(fast, paste_source):
+    """The Animator tiles the cached list of levels over a batch of driving frames."""
+    model = generator(True, paste_source=paste_source)
+    torch.manual_seed(5)
+    kp_detector = KPDetector(block_expansion=8, num_kp=5, num_channels=3, max_features=32, num_blocks=2,
+                             temperature=0.1, estimate_jacobian=True, scale_factor=0.5).eval()
+    source, frames = torch.rand(1, 3, 32, 32), torch.rand(4, 3, 32, 32)
+    animator = Animator(model, kp_detector, source, fast=fast)
+    batched = animator(frames)[1]['prediction']
+    with torch.no_grad():
+        kp_source = kp_detector(source)
+        single = torch.cat([model(source, kp_detector(frames[i:i + 1]), kp_source)['prediction'] for i in range(4)])
+    torch.testing.assert_close(batched.float(), single, atol=3e-2 if fast else 1e-5, rtol=0)
+
+
+def test_a_checkpoint_of_the_other_kind_names_skips():
+    with_skips = {'generator': generator(True).state_dict()}
+    with pytest.raises(CheckpointError, match=r'final\.weight.*generator_params\.skips') as error:
+        load_state(with_skips, {'generator': generator(False)}, source='new.pth.tar')
+    assert '\n' not in str(error.value)
+    with pytest.raises(CheckpointError, match='generator_params.skips'):
+        load_state({'generator': generator(False).state_dict()}, {'generator': generator(True)})
+    # other mismatches get no such note
+    with pytest.raises(CheckpointError) as error:
+        load_state({'generator': generator(True, num_down_blocks=1).state_dict()}, {'generator': generator(True)})
+    assert 'skips' not in str(error.value)
+
+
+@pytest.mark.parametrize('skips', [False, True])
+def test_paste_source_takes_the_warped_source_where_visible(skips):
+    plain, pasting = generator(skips), generator(skips, paste_source=True)
+    assert list(plain.state_dict()) == list(pasting.state_dict())  # no parameters of its own
+    pasting.load_state_dict(plain.state_dict())
+    source, kp_source, kp_driving = torch.rand(2, 3, 32, 32), random_kp(2, 7), random_kp(2, 8)
+    with torch.no_grad():
+        decoded = plain(source, kp_driving, kp_source)
+        pasted = pasting(source, kp_driving, kp_source)
+    visible = resize(decoded['occlusion_map'], (32, 32))  # (2, 1, 32, 32), from 16x16
+    assert 0.05 < visible.mean() < 0.95
+    expected = decoded['prediction'] * (1 - visible) + decoded['deformed'] * visible
+    torch.testing.assert_close(pasted['prediction'], expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(pasted['deformed'], decoded['deformed'])
+    # the limits: fully visible -> the warped source itself, fully occluded -> the decoder's output
+    ones, zeros = torch.ones(2, 1, 16, 16), torch.zeros(2, 1, 16, 16)
+    assert torch.equal(pasting.paste(decoded['prediction'], decoded['deformed'], ones), decoded['deformed'])
+    assert torch.equal(pasting.paste(decoded['prediction'], decoded['deformed'], zeros), decoded['prediction'])
+
+
+def test_paste_source_needs_an_occlusion_map(tmp_path):
+    with pytest.raises(ValueError, match='paste_source needs an occlusion map'):
+        OcclusionAwareGenerator(3, 5, 8, 32, 2, 1, estimate_occlusion_map=False, dense_motion_params=DENSE_MOTION,
+                                paste_source=True)
+    config = yaml.safe_load((REPO / 'config' / 'cartoon-64.yaml').read_text())
+    config['model_params']['generator_params']['estimate_occlusion_map'] = False
+    path = tmp_path / 'no-occlusion.yaml'
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(ConfigError, match=r'generator_params\.paste_source.*estimate_occlusion_map: True') as error:
+        load_config(path)
+    assert '\n' not in str(error.value)
+
+
+def test_the_comparison_trains_the_bundled_recipe_and_the_original_fomm(tmp_path):
+    """benchmarks/compare_families.py: 'FOMM' is config/cartoon-64.yaml with all three options, 'FOMM-original'
+    the same config with them off; both load, and the original builds the original generator layout."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('compare_families', REPO / 'benchmarks' / 'compare_families.py')
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    ours = load_config(compare.budget_config(compare.FAMILIES['FOMM'], 3, tmp_path))
+    original = load_config(compare.budget_config(compare.FAMILIES['FOMM-original'], 3, tmp_path, original=True))
+    for config, on in ((ours, True), (original, False)):
+        generator_params = config['model_params']['generator_params']
+        assert generator_params['skips'] is on and generator_params['paste_source'] is on
+        assert (config['train_params']['loss_weights']['l1'] > 0) is on
+        assert config['train_params']['num_epochs'] == 3 and config['train_params']['epoch_milestones'] == []
+    params = dict(original['model_params']['generator_params'])
+    built = OcclusionAwareGenerator(**params, **original['model_params']['common_params'])
+    assert tuple(built.final.weight.shape) == (3, 32, 7, 7)  # the original's: block_expansion inputs
