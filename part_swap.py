@@ -44,7 +44,8 @@ log = logging.getLogger('part_swap')
 
 
 class PartSwapper:
-    """Swaps parts of a source image into target frames, in the generator's feature space.
+    """Swaps parts of a source image into target frames, in the generator's feature space (and, for
+    a generator with paste_source, in pixels as well: see the module docstring).
 
     generator, kp_detector: a FOMM model in eval mode. source: (1, C, H, W) in [0, 1].
     normalization_params: None = absolute motion (kp_source -> the target frame's keypoints), else

@@ -75,12 +75,18 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     results_path = work / 'results.json'
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if 'FOMM' in results and 'generator_options' not in results['FOMM']:
+        # written before 'FOMM' meant the bundled config: that run was the original generator
+        results['FOMM-original'] = results.pop('FOMM')
     for family in opt.only:
         config = budget_config(FAMILIES[family], opt.epochs, work, original=family == 'FOMM-original')
         checkpoint, minutes = train(config, work, opt.cpu)
         quality = cartoon_quality.evaluate(config, checkpoint, seed=1)
+        options = yaml.safe_load(Path(config).read_text())['model_params']['generator_params']
         results[family] = {'epochs': opt.epochs, 'steps': opt.epochs * 300, 'train_minutes': minutes,
-                           'checkpoint': str(checkpoint), **quality}
+                           'checkpoint': str(checkpoint),
+                           'generator_options': {k: options.get(k, False) for k in ('skips', 'paste_source')},
+                           **quality}
         results_path.write_text(json.dumps(results, indent=1))
     def number(r, key, scale=1.0, digits=4):  # results.json may hold runs of an older version
         return f'{r[key] * scale:.{digits}f}' if key in r else 'n/a'

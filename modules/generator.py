@@ -91,12 +91,16 @@ class OcclusionAwareGenerator(nn.Module):
         levels = [out]
         for down_block in self.down_blocks:
             out = down_block(out)
-            levels.append(out)
+            if self.skips:
+                levels.append(out)
         return levels if self.skips else out
 
     def decode(self, out):
         """Warped (and occlusion-masked) features, as encode returns them -> prediction (B, C, H, W)
         in (0, 1)."""
+        if isinstance(out, (list, tuple)) != self.skips:
+            raise TypeError(f'decode takes {"a list of levels" if self.skips else "one tensor"} (skips={self.skips}), '
+                            f'as encode returns it; got {type(out).__name__}')
         skips = list(out[:-1]) if self.skips else []
         out = self.bottleneck(out[-1] if self.skips else out)
         for up_block in self.up_blocks:

@@ -186,9 +186,10 @@ def test_fast_mode_is_close_to_exact(models, ref):
 
 def test_fast_mode_is_close_to_exact_with_the_bundled_model():
     """Real weights on a real sample: int8 residual blocks and bfloat16 elsewhere stay far below what
-    the eye sees (measured 53.4 dB; 8-bit video rounding alone is ~59 dB). The bundled generator
-    pastes the warped source, so bfloat16's rounding of the flow moves a few hard edges by a fraction
-    of a pixel: measured, 47 of 491,520 values differ by more than 0.05, at most by 0.093."""
+    the eye sees (measured 71.2 dB, at most 0.0045; 8-bit video rounding alone is ~59 dB). The
+    bundled generator pastes the warped source, so its dense motion stays float32 under --fast: in
+    bfloat16 the flow's rounding moved hard edges (53.4 dB, 47 of 491,520 values off by more than
+    0.05, up to 0.093)."""
     folder = REPO / 'pretrained' / 'cartoon-64'
     generator, kp_detector = demo.load_checkpoints(str(REPO / 'config' / 'cartoon-64.yaml'),
                                                    str(folder / 'cartoon-64.pth.tar'), cpu=True)
@@ -197,8 +198,7 @@ def test_fast_mode_is_close_to_exact_with_the_bundled_model():
     exact, fast = (demo.Animator(source, generator, kp_detector, fast=fast)(driving) for fast in (False, True))
     mse = float(np.mean((exact - fast) ** 2))
     assert 0 < mse and 10 * np.log10(1 / mse) > 45
-    difference = np.abs(exact - fast)
-    assert difference.max() < 0.2 and np.mean(difference > 0.05) < 1e-3
+    assert np.abs(exact - fast).max() < 0.02
 
 
 def peak_rss_mb_of_demo(tmp_path, num_frames):
