@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from animate import Animator, _tile, _tile_features, batched, default_batch_size, to_tensor, to_uint8
 from modules.errors import InputError
+from modules.generator import resize
 from modules.segmentation import (LabelMapSegmenter, check_segmentation, label_map, label_map_segmentation,
                                   load_network_segmenter, load_segmenter, parse_swap_index, part_mask)
 
@@ -84,9 +84,7 @@ class PartSwapper:
                 blend_mask = target_mask.to(self.device, self.dtype).expand(batch, -1, -1, -1)
             else:
                 source_mask = source_mask.to(self.device, self.dtype).expand(batch, -1, -1, -1)
-                blend_mask = self.generator.deform_input(source_mask, out['deformation'])
-                if blend_mask.shape[2:] != frames.shape[2:]:
-                    blend_mask = F.interpolate(blend_mask, size=frames.shape[2:], mode='bilinear', align_corners=False)
+                blend_mask = resize(self.generator.deform_input(source_mask, out['deformation']), frames.shape[2:])
             prediction = self.generator.decode(_blend(self.generator.encode(frames), warped, blend_mask))
             if getattr(self.generator, 'paste_source', False):
                 # the generator's paste where the source is taken, the target frame itself elsewhere
@@ -103,7 +101,7 @@ def _blend(target, warped, mask):
     when the generator keeps several (skips)."""
     if isinstance(target, (list, tuple)):
         return [_blend(t, w, mask) for t, w in zip(target, warped)]
-    m = F.interpolate(mask, size=warped.shape[2:], mode='bilinear', align_corners=False)
+    m = resize(mask, warped.shape[2:])
     return target * (1 - m) + warped * m
 
 

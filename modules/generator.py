@@ -8,6 +8,13 @@ from modules.dense_motion import DenseMotionNetwork
 from modules.util import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
 
 
+def resize(x, size):
+    """x (B, C, h, w) resized bilinearly to size (H, W); unchanged when it already has that size."""
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=False)
+
+
 class OcclusionAwareGenerator(nn.Module):
     """Renders the source image with the motion kp_source -> kp_driving.
 
@@ -75,12 +82,7 @@ class OcclusionAwareGenerator(nn.Module):
     def deform_input(inp, deformation):
         """Backward-warps inp (B, C, H, W) with deformation (B, h, w, 2), resized bilinearly to (H, W)
         first if needed."""
-        _, h_old, w_old, _ = deformation.shape
-        _, _, h, w = inp.shape
-        if h_old != h or w_old != w:
-            deformation = deformation.permute(0, 3, 1, 2)
-            deformation = F.interpolate(deformation, size=(h, w), mode='bilinear', align_corners=False)
-            deformation = deformation.permute(0, 2, 3, 1)
+        deformation = resize(deformation.permute(0, 3, 1, 2), inp.shape[2:]).permute(0, 2, 3, 1)
         # align_corners=False: torch>=1.3 default, what the original gets today; the fixtures encode it.
         return F.grid_sample(inp, deformation, align_corners=False)
 
@@ -137,8 +139,7 @@ class OcclusionAwareGenerator(nn.Module):
     def paste(decoded, deformed, occlusion_map):
         """paste_source's prediction: deformed (B, C, H, W) where occlusion_map (B, 1, h, w), resized
         to (H, W), is 1 (visible), decoded where it is 0."""
-        if occlusion_map.shape[2:] != decoded.shape[2:]:
-            occlusion_map = F.interpolate(occlusion_map, size=decoded.shape[2:], mode='bilinear', align_corners=False)
+        occlusion_map = resize(occlusion_map, decoded.shape[2:])
         return decoded * (1 - occlusion_map) + deformed * occlusion_map
 
     def warp_features(self, features, source_image, kp_driving, kp_source):
@@ -167,9 +168,4 @@ class OcclusionAwareGenerator(nn.Module):
         """One encoder map warped by the deformation and masked by the occlusion map (both resized
         to its size)."""
         out = self.deform_input(features, deformation)
-        if occlusion_map is not None:
-            if out.shape[2:] != occlusion_map.shape[2:]:
-                occlusion_map = F.interpolate(occlusion_map, size=out.shape[2:], mode='bilinear',
-                                              align_corners=False)
-            out = out * occlusion_map
-        return out
+        return out if occlusion_map is None else out * resize(occlusion_map, out.shape[2:])
