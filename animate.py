@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from modules.fileio import make_folder
 from modules.inference import prepare_fast
 from modules.util import kp_key, unwrap
 
@@ -434,7 +435,7 @@ def animate(config, generator, kp_detector, checkpoint, log_dir, dataset, batch_
     visualizer = Visualizer(**config['visualizer_params'])
     generator.eval()
     kp_detector.eval()
-    png_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(png_dir)
 
     names = []
     for x in tqdm(prefetched(pairs, len(pairs)), total=len(pairs), desc='animate', unit='pair'):

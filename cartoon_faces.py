@@ -42,8 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modules.errors import InputError, UserError
-from modules.fileio import atomic_path
+from modules.errors import InputError, OutputError, exit_status, os_error_cause
+from modules.fileio import atomic_path, make_folder, verify_png
 
 log = logging.getLogger(__name__)
 
@@ -349,11 +349,16 @@ def _write_video(images, path, fmt):
         return
     tmp = path + '.tmp'
     shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    for t, image in enumerate(images):
-        iio.imwrite(os.path.join(tmp, f'{t:07d}.png'), image)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
+    try:
+        os.makedirs(tmp)
+        for t, image in enumerate(images):
+            iio.imwrite(os.path.join(tmp, f'{t:07d}.png'), image)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OutputError(f'cannot write {path}: {os_error_cause(e)}') from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def generate(out, videos=200, frames=64, size=128, seed=0, test_videos=None, fmt='png', progress=True):
@@ -374,8 +379,8 @@ def generate(out, videos=200, frames=64, size=128, seed=0, test_videos=None, fmt
     splits = [('train', i) for i in range(videos - test_videos)] + \
              [('test', i) for i in range(videos - test_videos, videos)]
     for split in ('train', 'test'):
-        os.makedirs(os.path.join(out, split), exist_ok=True)
-        os.makedirs(os.path.join(out, 'annotations', split), exist_ok=True)
+        make_folder(os.path.join(out, split), f'--out {out}')
+        make_folder(os.path.join(out, 'annotations', split), f'--out {out}')
 
     from tqdm import tqdm
     for split, index in tqdm(splits, desc='videos', unit='video', disable=not progress):
@@ -409,13 +414,13 @@ def write_samples(out, frames=100, size=64, seed=2026):
     (video 0). Returns the paths of the source and the driving video."""
     import imageio.v3 as iio
     from video_io import open_writer
-    os.makedirs(out, exist_ok=True)
+    make_folder(out, f'--out {out}')
     driving, _, _ = make_video(seed, 0, frames, size)
     source, source_labels, _ = make_video(seed, 1, 1, size)
     source_path, driving_path = os.path.join(out, 'source.png'), os.path.join(out, 'driving.mp4')
-    with atomic_path(source_path) as tmp:
+    with atomic_path(source_path, verify=verify_png) as tmp:
         iio.imwrite(tmp, source[0], extension='.png')
-    with atomic_path(os.path.join(out, 'source-mask.png')) as tmp:
+    with atomic_path(os.path.join(out, 'source-mask.png'), verify=verify_png) as tmp:
         iio.imwrite(tmp, source_labels[0], extension='.png')
     with open_writer(driving_path, FPS) as writer:
         for image in driving:
@@ -460,9 +465,8 @@ def main(argv=None):
                 print(f'wrote {path}')
             return 0
         meta = generate(opt.out, opt.videos, opt.frames, opt.size, opt.seed, opt.test_videos, opt.fmt)
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    except BaseException as e:  # a user or machine failure: one line (modules.errors); a bug: its traceback
+        return exit_status(e)
     print(f"wrote {meta['videos'] - meta['test_videos']} train and {meta['test_videos']} test videos "
           f"of {meta['frames']} frames at {meta['size']}x{meta['size']} to {opt.out}")
     return 0

@@ -54,9 +54,10 @@ from tqdm import tqdm
 
 from face_detection import (FaceDetector, bb_intersection_over_union, compute_crop, detection_factor, downscale_gray,
                             join)
-from modules.errors import InputError, UserError
-from modules.fileio import atomic_path
-from video_io import ffmpeg_exe, iter_video_frames, read_video_meta
+from modules.errors import InputError, OutputError, exit_status
+from modules.fileio import atomic_path, check_folder, make_folder
+from modules.limits import LIMITS_HELP
+from video_io import count_video_frames, ffmpeg_exe, ffmpeg_failure, iter_video_frames, read_video_meta
 
 MIN_MOTION_AREA = 0.001  # moving regions smaller than this fraction of the frame are noise
 MOTION_GROUPING = 0.02  # moving parts closer than 2x this fraction of the shorter side are one region
@@ -227,11 +228,21 @@ def write_clip(inp, out_path, track, crop, image_shape, fps, audio):
     if audio:
         audio_filter = f'atrim=start={track.start / fps}:end={(track.end + 1) / fps},asetpts=PTS-STARTPTS'
         command += ['-map', '0:a:0', '-af', audio_filter, '-c:a', 'aac']
-    with atomic_path(out_path) as tmp:
-        result = subprocess.run(command + [str(tmp)], capture_output=True, text=True)
+    expected = track.end - track.start + 1
+
+    def verify(tmp):
+        count = count_video_frames(tmp)
+        if not count:
+            return 'the written clip cannot be read back'
+        if count != expected:  # a variable frame rate may change the count; the clip is still good
+            logging.getLogger('crop-video').warning('%s holds %d frames, the track %d', out_path, count, expected)
+        return None
+
+    with atomic_path(out_path, verify=verify) as tmp:
+        result = subprocess.run(command + [str(tmp)], capture_output=True, text=True, errors='replace')
         if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ['no message'])[-1]
-            raise InputError(f'writing {out_path} failed: ffmpeg says "{last}"')
+            raise OutputError(f'writing {out_path} failed: {ffmpeg_failure(result.returncode, result.stderr)}; the '
+                              f'previous file (if any) is kept')
 
 
 def crop_video(opt):
@@ -240,8 +251,8 @@ def crop_video(opt):
     if opt.out is not None and any(size % 2 for size in opt.image_shape):
         raise InputError(f'--image_shape {opt.image_shape[0]},{opt.image_shape[1]}: H.264 clips need even '
                          f'sizes; pick e.g. {opt.image_shape[0] // 2 * 2},{opt.image_shape[1] // 2 * 2}')
-    if opt.out is not None and opt.out.exists() and not opt.out.is_dir():
-        raise InputError(f'--out {opt.out} is a file; give a folder for the clips')
+    if opt.out is not None:  # the toolkit's output rule, checked before the video is decoded
+        check_folder(opt.out, f'--out {opt.out}')
     tracks, meta = find_tracks(opt.inp, opt.mode, opt.iou_with_initial, opt.min_frames, opt.detect_width,
                                opt.detect_every, opt.min_face, opt.max_gap, opt.motion_threshold,
                                progress=not opt.quiet)
@@ -255,7 +266,7 @@ def crop_video(opt):
         print(ffmpeg_command(opt.inp, track, meta['fps'], crop, opt.image_shape), flush=True)
     written = []
     if opt.out is not None:
-        opt.out.mkdir(parents=True, exist_ok=True)
+        make_folder(opt.out, f'--out {opt.out}')
         for k, (track, crop) in enumerate(zip(tracks, crops)):
             path = opt.out / f'{Path(opt.inp).stem}_{k}.mp4'
             write_clip(opt.inp, path, track, crop, opt.image_shape, meta['fps'], meta['audio'])
@@ -290,7 +301,7 @@ def build_parser():
         description='Find face tracks in a video (scikit-image LBP cascade, offline) and print one ffmpeg '
                     'command per track that cuts and crops it, as the original crop-video.py; --out also '
                     'writes the clips. Exit status 1 if no track is long enough, 2 for a bad input.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, epilog=LIMITS_HELP)
     parser.add_argument('--image_shape', default=(256, 256), type=image_shape_type,
                         help='size of the crops, "A,B" as ffmpeg scale=A:B (width, height)')
     parser.add_argument('--increase', default=0.1, type=float,
@@ -328,9 +339,8 @@ def main(argv=None) -> int:
     except NoTrackFound as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    except BaseException as e:  # a user or machine failure: one line (modules.errors); a bug: its traceback
+        return exit_status(e)
     for path in written:
         print(f'wrote {path}', file=sys.stderr)
     return 0

@@ -33,7 +33,7 @@ import argparse
 import logging
 import sys
 import warnings
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +45,10 @@ from animate import ImageAnimator as Animator, batched, convex_hull_area, defaul
 from modules.build import build_models
 from modules.checkpoint import load_state
 from modules.config import load_config, model_family
-from modules.errors import InputError, UserError
-from modules.inference import optimize_for_inference
+from modules.errors import InputError, LimitError, OutputError, exit_status
+from modules.fileio import check_output_path
+from modules.limits import LIMITS_HELP, check_frame_pixels
+from modules.inference import inference_copy, optimize_for_inference
 from multi_face import INCREASE, RATIO, FaceAnimator, check_increase, check_ratio, detect_faces
 
 log = logging.getLogger('demo')
@@ -129,20 +131,36 @@ def make_animation(source_image, driving_video, generator, kp_detector, relative
     TPSMM's call works too: make_animation(source_image, driving_video, inpainting_network, kp_detector,
     dense_motion_network, avd_network, device, mode='relative') (the positions of relative,
     adapt_movement_scale and cpu then hold dense_motion_network, avd_network and the device; TPSMM's
-    keyword names dense_motion_network=, avd_network=, device= work too)."""
+    keyword names dense_motion_network=, avd_network=, device= work too).
+
+    The models run as demo.py runs them: eval-mode models through modules.inference.inference_copy
+    (batch norms folded, faster convolutions; the same frames within float rounding), a copy made on
+    the first call and reused while the weights are unchanged; the models given, and their
+    state_dict(), are not changed."""
     from modules.tpsmm import InpaintingNetwork
     if isinstance(generator, InpaintingNetwork):
         dense_motion_network = dense_motion_network if dense_motion_network is not None else relative
         if avd_network is None and not isinstance(adapt_movement_scale, bool):
             avd_network = adapt_movement_scale
-        generator, motion = tps_motion(generator, dense_motion_network, avd_network, mode)
-        animator = Animator(source_image, generator, kp_detector, **motion)
+        generator, motion = tps_motion(inference_copy(generator), inference_copy(dense_motion_network), avd_network,
+                                       mode)
+        animator = Animator(source_image, generator, inference_copy(kp_detector), **motion)
     else:
-        animator = Animator(source_image, generator, kp_detector, relative, adapt_movement_scale)
+        animator = Animator(source_image, inference_copy(generator), inference_copy(kp_detector), relative,
+                            adapt_movement_scale)
     predictions = []
     for frames in batched(driving_video, batch_size or default_batch_size(animator.device)):
         predictions.extend(animator(np.stack(frames)))
     return predictions
+
+
+def relative_kp(kp_source, kp_driving, kp_driving_initial):
+    """TPSMM's demo.relative_kp: the driving keypoints moved relative to kp_driving_initial and
+    applied to the source, the movement always scaled by sqrt(hull area of kp_source) / sqrt(hull
+    area of kp_driving_initial) (batch element 0): {'fg_kp': (B, K, 2)}, a new dict. (FOMM's
+    equivalent with its options is animate.normalize_kp.)"""
+    return animate.normalize_kp(kp_source, kp_driving, kp_driving_initial, adapt_movement_scale=True,
+                                use_relative_movement=True)
 
 
 def tps_motion(inpainting_network, dense_motion_network, avd_network=None, mode='relative'):
@@ -204,6 +222,8 @@ def load_source_image(path):
         raise InputError(f'source image {path} not found: check the path')
     try:
         return read_image(path)
+    except LimitError:
+        raise
     except InputError as e:
         raise InputError(f'{path}: cannot read it as an image ({e}); use a PNG or JPEG') from e
 
@@ -333,7 +353,9 @@ def make_demo(opt):
     check_files(('--config', opt.config), ('--checkpoint', opt.checkpoint), ('--source_image', opt.source_image),
                 ('--driving_video', opt.driving_video))
     meta = read_video_meta(opt.driving_video)
+    check_frame_pixels(*meta['size'], f'each frame of {opt.driving_video}')
     config = load_config(opt.config)
+    check_outputs(opt.result_video, opt.preview)
     size = tuple(config['dataset_params']['frame_shape'][:2])
     image = load_source_image(opt.source_image)
     cpu = opt.cpu or not torch.cuda.is_available()
@@ -377,31 +399,59 @@ def make_demo(opt):
     return Path(opt.result_video)
 
 
+def check_outputs(result_video, preview=None):
+    """The toolkit's output rule (modules.fileio.check_output_path), before any work: the folders of
+    --result_video and --preview must exist or be creatable (the writers create them) and be
+    writable, neither path may be a folder, and their types must be ones the writers produce.
+    Raises OutputError."""
+    from video_io import RESULT_SUFFIXES, VIDEO_SUFFIXES
+    check_output_path(result_video, '--result_video', VIDEO_SUFFIXES)
+    if preview:
+        check_output_path(preview, '--preview', RESULT_SUFFIXES)
+        if Path(preview).resolve() == Path(result_video).resolve():
+            raise OutputError(f'--preview {preview} is the same file as --result_video: give another name')
+
+
 @contextmanager
 def open_result(result_video, meta, preview=None, audio_source=None, desc='animating'):
     """(writer, preview writer or None, progress bar) for a result video with the fps of the input
-    video's `meta` (video_io.read_video_meta); both files are written atomically. With
-    `audio_source`, the finished video gets that file's audio (muxed from a silent temporary)."""
+    video's `meta` (video_io.read_video_meta). Both files are written to temporaries, and replace
+    their targets only when both encoders succeeded and both files read back whole: on any error
+    (disk full, encoder failure, Ctrl-C) neither target is touched. With `audio_source`, the
+    finished video gets that file's audio (muxed from a silent temporary)."""
     from video_io import VideoWriter, mux_audio, open_writer, temp_path_for
     result = Path(result_video)
     silent = temp_path_for(result.with_name(result.stem + '-video' + result.suffix)) if audio_source else result
-    with ExitStack() as stack:
-        writer = stack.enter_context(VideoWriter(silent, fps=meta['fps']))
-        preview_writer = stack.enter_context(open_writer(preview, meta['fps'])) if preview else None
-        progress = stack.enter_context(tqdm(total=meta['nframes'] or None, desc=desc, unit='frame'))
-        yield writer, preview_writer, progress
-    if audio_source:
+    writers = [VideoWriter(silent, fps=meta['fps'])] + ([open_writer(preview, meta['fps'])] if preview else [])
+    progress = tqdm(total=meta['nframes'] or None, desc=desc, unit='frame')
+    try:
         try:
-            mux_audio(silent, audio_source, result)
+            yield writers[0], writers[1] if preview else None, progress
         finally:
+            progress.close()
+        for writer in writers:
+            writer.finish()
+        if audio_source:
+            writers[0].commit()
+            mux_audio(silent, audio_source, result)
+        else:
+            writers[0].commit()
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    finally:
+        if audio_source:
             silent.unlink(missing_ok=True)
+    if preview:
+        writers[1].commit()
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         description='Animate a source image with the motion of a driving video. Without --config: the bundled '
                     'cartoon model (pretrained/cartoon-64/) on its sample inputs, with --relative --adapt_scale and '
-                    'a preview; with --config, the defaults are the original demo\'s.')
+                    'a preview; with --config, the defaults are the original demo\'s.', epilog=LIMITS_HELP)
     parser.add_argument('--config', default=None,
                         help='path to the config (e.g. config/vox-256.yaml); default: the bundled model\'s')
     parser.add_argument('--checkpoint', default=None,
@@ -414,7 +464,9 @@ def build_parser():
                         help='video whose motion is transferred (default: the bundled sample without --config, '
                              'else driving.mp4)')
     parser.add_argument('--result_video', default='result.mp4',
-                        help='output mp4 (same fps as the driving video) (default: result.mp4)')
+                        help='output video, .mp4 (or .mov, .mkv, .avi), same fps as the driving video; missing '
+                             'folders are created, an earlier file is replaced only by a complete result '
+                             '(default: result.mp4)')
     parser.add_argument('--preview', default=None,
                         help='also write a side-by-side source | driving | result .gif or .mp4 here (default: '
                              '<result>-preview.gif without --config, else none)')
@@ -454,10 +506,9 @@ def build_parser():
                         help='each face box grows by this fraction of its longer side on each side into a square '
                              f'crop, as crop-video.py\'s --increase (default: {INCREASE}: twice the box)')
     parser.add_argument('--fast', action='store_true',
-                        help='about 2x faster, slightly less exact (PSNR ~54 dB against the exact path with the '
-                             'bundled model): the generator runs in bfloat16 (CPU) / float16 (CUDA) autocast, '
-                             'channels-last, its residual blocks in int8 on x86 CPUs; keypoints stay float32 '
-                             '(see benchmarks/animate.py)')
+                        help='faster, slightly less exact: the generator runs in bfloat16 (CPU) / float16 (CUDA) '
+                             'autocast, channels-last, its residual blocks in int8 on x86 CPUs; keypoints stay '
+                             'float32 (benchmarks/animate.py measures its speed and its PSNR against the exact path)')
     return parser
 
 
@@ -479,9 +530,8 @@ def run_entry_point(make, opt):
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     try:
         result = make(opt)
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    except BaseException as e:  # a user or machine failure: one line (modules.errors); a bug: its traceback
+        return exit_status(e)
     print(f'wrote {result}' + (f' and {opt.preview}' if opt.preview else ''))
     return 0
 

@@ -51,6 +51,7 @@ from torch.utils.data import Dataset
 
 from augmentation import AllAugmentationTransform, torch_seeded_rng
 from modules.errors import ConfigError, InputError
+from modules.limits import check_frame_pixels, open_image
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +100,13 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
     elif mode == '1':
         array = np.asarray(img, dtype=np.float32)
     elif mode in ('L', 'LA', 'La', 'RGB', 'RGBA', 'RGBa', 'RGBX'):
-        array = np.asarray(img, dtype=np.float32) / 255.0
+        array = np.asarray(img)
         if mode in ('LA', 'La'):
             array = array[..., 0]
         elif mode != 'L':
             array = array[..., :3]  # alpha dropped, as the original
+        # one float32 copy, divided in place (a large photo is several hundred MB as float32)
+        array = np.divide(array, np.float32(255.0), dtype=np.float32)
     else:  # P, PA, CMYK, YCbCr, LAB, HSV, ...: let Pillow do the colour conversion
         array = np.asarray(img.convert('RGB'), dtype=np.float32) / 255.0
     if array.ndim == 2:
@@ -112,12 +115,13 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
 
 
 def _load_image(path: str) -> np.ndarray:
-    """float32 (H, W, 3) in [0, 1]; raises _BadVideo when Pillow cannot read the file."""
+    """float32 (H, W, 3) in [0, 1]; raises _BadVideo when Pillow cannot read the file, LimitError
+    (before decoding) when it has more pixels than modules.limits allows."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:  # the size is checked on the header
             img.load()
             return _pil_to_rgb(img)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+    except (OSError, ValueError) as e:  # UnidentifiedImageError is an OSError
         raise _BadVideo(f'cannot read image {os.path.basename(path)}: {_one_line(e)}') from e
 
 
@@ -169,7 +173,7 @@ class _Strip:
 
     def num_frames(self) -> int:
         try:
-            with Image.open(self.path) as img:  # reads the header only
+            with open_image(self.path) as img:  # reads the header only
                 width = img.size[0]
         except (OSError, ValueError) as e:
             raise _BadVideo(f'cannot read image: {_one_line(e)}') from e
@@ -198,7 +202,7 @@ class _Gif:
 
     def num_frames(self) -> int:
         try:
-            with Image.open(self.path) as img:
+            with open_image(self.path, f'each frame of {self.path}') as img:
                 return int(getattr(img, 'n_frames', 1))
         except (OSError, ValueError, EOFError) as e:
             raise _BadVideo(f'cannot read gif: {_one_line(e)}') from e
@@ -206,7 +210,7 @@ class _Gif:
     def read(self, indices: Sequence[int]) -> List[np.ndarray]:
         frames = {}
         try:
-            with Image.open(self.path) as img:
+            with open_image(self.path, f'each frame of {self.path}') as img:
                 for i in sorted(set(indices)):
                     img.seek(i)
                     frames[i] = _pil_to_rgb(img.convert('RGB'))
@@ -242,6 +246,7 @@ class _VideoFile:
         try:
             meta = next(reader)
             width, height = meta['size']
+            check_frame_pixels(width, height, f'each frame of {self.path}')
             for buffer in reader:
                 frames.append(np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, 3))
         except (OSError, RuntimeError, ValueError, KeyError, StopIteration) as e:
@@ -257,6 +262,7 @@ class _VideoFile:
         reader = imageio_ffmpeg.read_frames(self.path, output_params=['-frames:v', '1'])
         try:
             meta = next(reader)
+            check_frame_pixels(*meta['size'], f'each frame of {self.path}')
         except (OSError, RuntimeError, ValueError, StopIteration) as e:
             raise _BadVideo(f'ffmpeg cannot read it: {_one_line(e)}') from e
         finally:

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from skimage.draw import disk
 
 from modules.checkpoint import load_state, save_checkpoint
-from modules.fileio import atomic_path
+from modules.fileio import atomic_path, make_folder, verify_png
 from modules.util import kp_key
-from modules.errors import ConfigError
+from modules.errors import ConfigError, OutputError, os_error_cause
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,9 @@ def _scalar(name, value):
 
 
 def write_png_atomic(path, image):
-    """Writes a uint8 (H, W, 3) image as PNG to a temp file in the same folder, then renames it onto `path`."""
-    with atomic_path(path) as tmp:
+    """Writes a uint8 (H, W, 3) image as PNG to a temp file in the same folder, checks that it reads
+    back, then renames it onto `path` (OutputError, and the previous file kept, if that fails)."""
+    with atomic_path(path, verify=verify_png) as tmp:
         iio.imwrite(tmp, image, extension='.png')
     return Path(path)
 
@@ -83,8 +84,11 @@ class Logger:
         self.loss_list = []  # this epoch's iterations: [{name: float}]
         self.log_file = None
         if enabled:
-            self.visualizations_dir.mkdir(parents=True, exist_ok=True)
-            self.log_file = open(self.cpk_dir / log_file_name, 'a')
+            make_folder(self.visualizations_dir)
+            try:
+                self.log_file = open(self.cpk_dir / log_file_name, 'a')
+            except OSError as e:
+                raise OutputError(f'cannot write {self.cpk_dir / log_file_name}: {os_error_cause(e)}') from e
 
     def _stem(self):
         return str(self.epoch).zfill(self.zfill_num)
@@ -124,8 +128,12 @@ class Logger:
             log.warning('epoch %d: no losses were logged, no line written to %s', self.epoch, self.log_file.name)
             return None
         line = self._stem() + ') ' + '; '.join('%s - %.5f' % (name, value) for name, value in means.items())
-        print(line, file=self.log_file)
-        self.log_file.flush()
+        try:
+            print(line, file=self.log_file)
+            self.log_file.flush()
+        except OSError as e:
+            raise OutputError(f'cannot write {self.log_file.name}: {os_error_cause(e)}; the checkpoints written so '
+                              f'far are kept') from e
         log.info('%s%s', line, f' | {extra}' if extra else '')
         return line
 
@@ -210,11 +218,22 @@ class Logger:
         """
         try:
             if exc_type is not None or getattr(self, '_saved_epoch', None) != self.epoch:
-                self.save_cpk(emergent=exc_type is not None)
+                try:
+                    self.save_cpk(emergent=exc_type is not None)
+                except OutputError as e:
+                    if exc_type is None:
+                        raise
+                    # leaving on another error already: report that one, not this consequence
+                    log.warning('%s', e)
         finally:
             if self.log_file is not None:
-                self.log_file.close()
-                self.log_file = None
+                try:
+                    self.log_file.close()
+                except OSError as e:  # the last line could not be flushed
+                    if exc_type is None:
+                        raise OutputError(f'cannot write {self.log_file.name}: {os_error_cause(e)}') from e
+                finally:
+                    self.log_file = None
 
 
 class Visualizer:

@@ -29,6 +29,7 @@ The motion is absolute by default (the source's parts go where the target's are)
 import argparse
 import logging
 import sys
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ import torch
 from animate import Animator, _tile, _tile_features, batched, default_batch_size, to_tensor, to_uint8
 from modules.errors import InputError
 from modules.generator import resize
+from modules.limits import LIMITS_HELP, check_frame_pixels, open_image
 from modules.segmentation import (LabelMapSegmenter, check_segmentation, label_map, label_map_segmentation,
                                   load_network_segmenter, load_segmenter, parse_swap_index, part_mask)
 
@@ -145,31 +147,37 @@ class MaskSource:
 
 def read_mask_image(path):
     """A mask image file -> (H, W) int64 labels (modules.segmentation.label_map)."""
-    from PIL import Image
     path = Path(path)
     if not path.is_file():
         raise InputError(f'mask {path} not found: check the path')
     try:
-        with Image.open(path) as image:
+        with open_image(path, f'mask {path}') as image:
             gray = np.asarray(image.convert('L') if image.mode not in ('L', 'P') else image)
     except OSError as e:
         raise InputError(f'{path}: cannot read it as an image ({e}); use a PNG') from e
     return label_map(gray)
 
 
-def iter_target_masks(path):
-    """Label maps, one per frame, from a folder of images (sorted by name) or a video file."""
+def iter_target_masks(path, frame_size=None):
+    """Label maps, one per frame, from a folder of images (sorted by name) or a video file.
+    frame_size: the target video's (width, height); every mask must have its aspect ratio
+    (check_mask_shape), as the source mask must have the source image's."""
     path = Path(path)
     if path.is_dir():
         from frames_dataset import FRAME_EXTENSIONS
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS)
         if not files:
             raise InputError(f'--target_masks {path}: no mask images in this folder')
-        return (read_mask_image(p) for p in files)
-    if not path.is_file():
+        masks = ((p, read_mask_image(p)) for p in files)
+    elif not path.is_file():
         raise InputError(f'--target_masks {path} not found: check the path')
-    from video_io import iter_video_frames
-    return (label_map(frame) for frame in iter_video_frames(path))
+    else:
+        from video_io import iter_video_frames
+        masks = ((f'{path} (frame {t})', label_map(frame)) for t, frame in enumerate(iter_video_frames(path)))
+    for name, labels in masks:
+        if frame_size is not None:
+            check_mask_shape(labels, frame_size, '--target_masks', name, 'each target video frame')
+        yield labels
 
 
 def part_names_of(segmenter):
@@ -177,17 +185,24 @@ def part_names_of(segmenter):
     return tuple(names) if names else None
 
 
+def check_mask_shape(labels, size, flag, path, what):
+    """A mask is resized with its image, so it must have that image's aspect ratio (within a pixel
+    of rounding): labels (h, w), size the image's (width, height); InputError otherwise."""
+    width, height = size
+    if abs(labels.shape[0] * width - labels.shape[1] * height) > max(width, height):
+        raise InputError(f'{flag} {path} is {labels.shape[1]}x{labels.shape[0]} but {what} is {width}x{height}: give '
+                         f'masks of that size (or its aspect ratio)')
+
+
 def check_source_mask(labels, image, path):
     """The source mask must have the source image's aspect ratio (it is resized with it)."""
-    if abs(labels.shape[0] * image.shape[1] - labels.shape[1] * image.shape[0]) > max(image.shape[:2]):
-        raise InputError(f'--source_mask {path} is {labels.shape[1]}x{labels.shape[0]} but the source image is '
-                         f'{image.shape[1]}x{image.shape[0]}: give the mask of that image')
+    check_mask_shape(labels, (image.shape[1], image.shape[0]), '--source_mask', path, 'the source image')
 
 
 def make_part_swap(opt):
     """Runs part swap for parsed options; returns the result path."""
-    from demo import (check_files, driving_frames, even_size, fit_source_image, load_checkpoints, load_source_image,
-                      open_result, side_by_side)
+    from demo import (check_files, check_outputs, driving_frames, even_size, fit_source_image, load_checkpoints,
+                      load_source_image, open_result, side_by_side)
     from modules.config import load_config, motion_model
     from modules.inference import optimize_for_inference
     from video_io import read_video_meta
@@ -203,6 +218,8 @@ def make_part_swap(opt):
     check_files(('--config', opt.config), ('--checkpoint', opt.checkpoint), ('--source_image', opt.source_image),
                 ('--target_video', opt.target_video), ('--segmentation_checkpoint', opt.segmentation_checkpoint))
     meta = read_video_meta(opt.target_video)
+    check_frame_pixels(*meta['size'], f'each frame of {opt.target_video}')
+    check_outputs(opt.result_video, opt.preview)
     config = load_config(opt.config)
     if motion_model(config['model_params']) != 'fomm':
         raise InputError(f'part_swap.py blends FOMM generator features: {opt.config} is a TPSMM config; use an FOMM '
@@ -226,7 +243,11 @@ def make_part_swap(opt):
         check_source_mask(labels, image, opt.source_mask)
         segmenter, opt.use_source_segmentation = LabelMapSegmenter(labels), True
     elif opt.target_masks:
-        target_masks = iter_target_masks(opt.target_masks)
+        target_masks = iter_target_masks(opt.target_masks, meta['size'])
+        first = next(target_masks, None)  # a wrong size is refused now, not after a first batch
+        if first is None:
+            raise InputError(f'--target_masks {opt.target_masks} holds no mask')
+        target_masks = chain([first], target_masks)
     elif opt.segmentation_checkpoint:
         segmenter = load_network_segmenter(config, opt.segmentation_checkpoint, swapper.device)
     else:
@@ -255,7 +276,7 @@ def make_part_swap(opt):
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog='\n\n'.join(__doc__.split('\n\n')[2:]))
+                                     epilog='\n\n'.join(__doc__.split('\n\n')[2:] + [LIMITS_HELP]))
     parser.add_argument('--config', required=True, help='the FOMM model\'s config (e.g. config/cartoon-64.yaml)')
     parser.add_argument('--checkpoint', required=True, help='its checkpoint')
     parser.add_argument('--source_image', required=True, help='image whose parts are swapped in')

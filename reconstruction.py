@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from animate import load_weights, prefetched, render_video
 from modules.errors import ConfigError
-from modules.fileio import atomic_path
+from modules.fileio import atomic_path, make_folder
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def reconstruction(config, generator, kp_detector, checkpoint, log_dir, dataset,
     visualizer = Visualizer(**config['visualizer_params'])
     generator.eval()
     kp_detector.eval()
-    png_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(png_dir)
 
     rows, frame_l1 = [], []
     bar = tqdm(prefetched(dataset, num_videos), total=num_videos, desc='reconstruction', unit='video')

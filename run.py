@@ -27,7 +27,9 @@ import torch
 from modules.build import build_models, model_names
 from modules.checkpoint import load_state, read_checkpoint
 from modules.config import load_config, model_family
-from modules.errors import UserError
+from modules.errors import OutputError, UserError, exit_status
+from modules.fileio import atomic_path, check_folder, make_folder, os_error_cause
+from modules.limits import LIMITS_HELP
 from modules.inference import optimize_for_inference
 from modules.vgg import fetch_vgg19_weights
 
@@ -37,7 +39,7 @@ log = logging.getLogger('run')
 def build_parser():
     parser = argparse.ArgumentParser(description='First Order Motion Model and Thin-Plate Spline Motion Model: '
                                                  'train, reconstruct, animate.',
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter, epilog=LIMITS_HELP)
     parser.add_argument('--config', required=True,
                         help='path to a YAML config (see config/; the model family is read from it)')
     parser.add_argument('--mode', default='train',
@@ -98,9 +100,27 @@ def pick_device(opt):
     return torch.device('cuda', opt.device_ids[0])
 
 
+def uses_checkpoint_folder(opt):
+    """With --checkpoint, train resumes in the checkpoint's folder and reconstruction/ and animation/
+    are written beside the checkpoint, as the original (its README: "the reconstruction subfolder
+    will be created in the checkpoint folder"). train_avd, which saves whole checkpoints of its own,
+    starts a new folder so that it never overwrites the checkpoints it started from."""
+    return opt.checkpoint is not None and opt.mode in ('train', 'reconstruction', 'animate')
+
+
+def check_results_folder(opt):
+    """The folder the results go into (--checkpoint's, or --log_dir, created later if missing) must be
+    writable: checked before any work, and before anything is created; one-line OutputError otherwise."""
+    if uses_checkpoint_folder(opt):
+        check_folder(Path(opt.checkpoint).parent, f'the results beside --checkpoint {opt.checkpoint}')
+    else:
+        check_folder(opt.log_dir, f'--log_dir {opt.log_dir}')
+
+
 def run_folder(opt, distributed):
-    """<log_dir>/<config name> <dd_mm_yy_HH.MM.SS> as the original; the checkpoint's folder on resume."""
-    if opt.mode == 'train' and opt.checkpoint is not None:
+    """<log_dir>/<config name> <dd_mm_yy_HH.MM.SS> as the original; the checkpoint's folder when
+    uses_checkpoint_folder(opt)."""
+    if uses_checkpoint_folder(opt):
         return Path(opt.checkpoint).parent
     stamp = [strftime('%d_%m_%y_%H.%M.%S', gmtime())]
     if distributed:  # every rank uses rank 0's time stamp
@@ -109,13 +129,30 @@ def run_folder(opt, distributed):
     return Path(opt.log_dir) / f'{Path(opt.config).name.split(".")[0]} {stamp[0]}{tag}'
 
 
+class RunLogHandler(logging.FileHandler):
+    """<run>/run.log. A write that fails (disk full) stops this file with one warning on stderr
+    instead of logging's traceback per record; the run itself reports the failure that matters."""
+
+    def handleError(self, record):
+        logging.getLogger().removeHandler(self)
+        print(f'warning: cannot write {self.baseFilename} any more ({os_error_cause(sys.exc_info()[1])}); '
+              f'logging to the terminal only', file=sys.stderr)
+
+
 def open_run_folder(opt, log_dir):
-    """Creates the run folder with a copy of the config; everything logged (epoch summaries with
-    speed, warnings) also goes to <run>/run.log."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    if not (log_dir / Path(opt.config).name).exists():
-        shutil.copy(opt.config, log_dir)
-    handler = logging.FileHandler(log_dir / 'run.log')
+    """Creates the run folder (modules.fileio.make_folder: one-line OutputError if it cannot be
+    written) with a copy of the config; everything logged (epoch summaries with speed, warnings)
+    also goes to <run>/run.log."""
+    make_folder(log_dir, f'the results beside --checkpoint {opt.checkpoint}' if uses_checkpoint_folder(opt) else
+                f'--log_dir {opt.log_dir}')
+    config_copy = log_dir / Path(opt.config).name
+    if not config_copy.exists():
+        with atomic_path(config_copy) as tmp:
+            shutil.copyfile(opt.config, tmp)
+    try:
+        handler = RunLogHandler(log_dir / 'run.log')
+    except OSError as e:
+        raise OutputError(f'cannot write {log_dir / "run.log"}: {os_error_cause(e)}') from e
     handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
     logging.getLogger().addHandler(handler)
 
@@ -185,6 +222,7 @@ def main(argv=None):
             raise UserError(f'{opt.config} has no train_avd_params section: add one (see config/tpsmm-vox-256.yaml)')
         if opt.bf16 and family != 'fomm':
             raise UserError('--bf16 is for FOMM configs (TPSMM solves its splines in float32)')
+        check_results_folder(opt)
 
         device, distributed = setup_distributed(opt.cpu)
         device = device or pick_device(opt)
@@ -256,9 +294,8 @@ def main(argv=None):
             else:
                 from animate import animate
                 animate(config, generator, kp_detector, None, str(log_dir), dataset)
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    except BaseException as e:  # a user or machine failure: one line (modules.errors); a bug: its traceback
+        return exit_status(e)
     finally:
         if distributed:
             torch.distributed.destroy_process_group()

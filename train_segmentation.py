@@ -20,6 +20,7 @@ from tqdm import tqdm
 from frames_dataset import FRAME_EXTENSIONS, read_image
 from modules.checkpoint import save_checkpoint
 from modules.errors import InputError
+from modules.fileio import append_line
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,7 @@ def train_segmentation(config, network, log_dir, device, num_workers=0):
         if last:
             iou = part_iou(network, test_set, device)
         line = f'{epoch:08d}) cross_entropy - {total / count:.5f}'
-        with open(log_dir / 'log.txt', 'a') as f:
-            f.write(line + '\n')
+        append_line(log_dir / 'log.txt', line)
         save_checkpoint(log_dir / f'{epoch:08d}-segmentation.pth.tar', {'segmentation': network}, epoch,
                         iou={params['part_names'][part]: value for part, value in iou.items()})
         log.info('%s | %d iterations in %.1f s', line, count, time.perf_counter() - started)

@@ -7,6 +7,8 @@ weights), on this machine, measured in one run, interleaved after a warm-up:
       apart as setup; modules/inference.py's exact rewrites; batches of driving frames on CUDA),
   (c) fast mode (a channels-last generator under bfloat16 autocast on CPU, float16 on CUDA, its
       residual blocks in int8 on x86 CPUs),
+  (d) the original's Python API, demo.make_animation on eval models as demo.load_checkpoints returns
+      them (it animates through optimised copies, made on the first call),
 
 with the ratios and the PSNR of (c) against (b), with these random weights and with the bundled
 model's. Then the peak RSS of demo.py (streaming) on a
@@ -36,11 +38,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import demo  # noqa: E402
 from animate import normalize_kp  # noqa: E402
 from demo import Animator, batched, default_batch_size  # noqa: E402
 from modules.build import build_models  # noqa: E402
 from modules.config import load_config  # noqa: E402
-from modules.inference import optimize_for_inference  # noqa: E402
+from modules.inference import inference_copy, optimize_for_inference  # noqa: E402
 
 
 def per_frame_original(source_image, frames, generator, kp_detector, device):
@@ -89,25 +92,31 @@ def tps_benchmark(opt, device, source, frames):
     optimized = {name: optimize_for_inference(copy.deepcopy(model)) for name, model in models.items()}
     generator = TpsGenerator(optimized['inpainting_network'], optimized['dense_motion_network'])
     animators = {fast: Animator(source, generator, optimized['kp_detector'], fast=fast) for fast in (False, True)}
-    exact_diff, fast_psnr = compare_paths('TPSMM per-frame', lambda: per_frame_tps(source, frames, models, device),
-                                          animators, frames, device, opt)
-    print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; fast mode PSNR vs exact: {fast_psnr:.1f} dB '
-          f'(random weights)')
+    api = lambda: demo.make_animation(source, frames, models['inpainting_network'], models['kp_detector'],  # noqa: E731
+                                      models['dense_motion_network'], None, device, mode='relative')
+    exact_diff, fast_psnr, api_diff = compare_paths(
+        'TPSMM per-frame', lambda: per_frame_tps(source, frames, models, device), animators, frames, device, opt, api)
+    print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; API vs per-frame: {api_diff:.2e}; fast mode '
+          f'PSNR vs exact: {fast_psnr:.1f} dB (random weights)')
 
 
-def compare_paths(yardstick_name, yardstick, animators, frames, device, opt):
-    """Times the yardstick and our default and fast animators ({False: default, True: fast}) in one run,
-    prints s/frame and ratios -> (max |default - yardstick|, PSNR of fast against default)."""
+def compare_paths(yardstick_name, yardstick, animators, frames, device, opt, api):
+    """Times, in one run, the yardstick, our default and fast animators ({False: default, True: fast})
+    and `api` (the original's Python API, demo.make_animation, on the models as demo.load_checkpoints
+    returns them), prints s/frame and ratios -> (max |default - yardstick|, PSNR of fast against
+    default, max |API - yardstick|)."""
     runs = {yardstick_name: yardstick,
             'ours (default)': lambda: ours(animators[False], frames, device),
-            'ours --fast': lambda: ours(animators[True], frames, device, fast=True)}
+            'ours --fast': lambda: ours(animators[True], frames, device, fast=True),
+            'API make_animation': api}
     results, times = time_runs(runs, opt.rounds, opt.frames, device)
     base = times[yardstick_name]
     for name in runs:
         print(f'{name:20s} {times[name]:.3f} s/frame  {base / times[name]:.2f}x the per-frame yardstick  '
               f'(median of {opt.rounds})')
     exact_diff = np.abs(np.stack(results['ours (default)']) - np.stack(results[yardstick_name])).max()
-    return exact_diff, psnr(results['ours --fast'], results['ours (default)'])
+    api_diff = np.abs(np.stack(results['API make_animation']) - np.stack(results[yardstick_name])).max()
+    return exact_diff, psnr(results['ours --fast'], results['ours (default)']), api_diff
 
 
 def ours(animator, frames, device, fast=False):
@@ -243,13 +252,18 @@ def main():
     for fast in (False, True):
         setup[fast], animators[fast] = setup_seconds(lambda: Animator(
             source, folded_generator, folded_kp_detector, relative=True, adapt_movement_scale=True, fast=fast))
-    exact_diff, fast_psnr = compare_paths(
+    api_setup, _ = setup_seconds(lambda: [inference_copy(copy.deepcopy(m)) for m in (generator, kp_detector)], 1)
+    api = lambda: demo.make_animation(source, frames, generator, kp_detector, relative=True,  # noqa: E731
+                                      adapt_movement_scale=True)
+    exact_diff, fast_psnr, api_diff = compare_paths(
         'original per-frame', lambda: per_frame_original(source, frames, generator, kp_detector, device), animators,
-        frames, device, opt)
+        frames, device, opt, api)
     print(f'one-time setup per video (source keypoints and features): {setup[False]:.2f} s; with --fast (also the '
-          f'generator\'s fast copy): {setup[True]:.2f} s')
-    print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; fast mode PSNR vs exact: {fast_psnr:.1f} dB '
-          '(random weights), {:.1f} dB (bundled cartoon-64 model on its {} sample frames)'.format(*bundled_model_psnr()))
+          f'generator\'s fast copy): {setup[True]:.2f} s; API: its optimised copies, made on the first call and '
+          f'reused while the weights are unchanged: {api_setup:.2f} s')
+    print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; API vs per-frame: {api_diff:.2e}; fast mode PSNR '
+          'vs exact: {:.1f} dB (random weights), {:.1f} dB (bundled cartoon-64 model on its {} sample frames)'.format(
+              fast_psnr, *bundled_model_psnr()))
     with tempfile.TemporaryDirectory() as tmp:
         small, large = peak_rss_of_demo(200, tmp), peak_rss_of_demo(2000, tmp)
         print(f'demo.py peak RSS at 64x64: {small:.0f} MB for 200 frames, {large:.0f} MB for 2000 frames '

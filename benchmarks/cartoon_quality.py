@@ -120,12 +120,17 @@ def reconstruction_l1(config_path, checkpoint, root, work):
     config_copy = Path(work) / Path(config_path).name
     with open(config_copy, 'w') as f:
         yaml.safe_dump(config, f)
-    log_dir = Path(work) / 'log'
-    status = run.main(['--config', str(config_copy), '--mode', 'reconstruction', '--checkpoint', str(checkpoint),
-                       '--log_dir', str(log_dir), '--cpu'])
+    # run.py writes reconstruction/ beside its --checkpoint (the original's contract): a link to the
+    # checkpoint in the work folder keeps the results there
+    run_folder = Path(work) / 'run'
+    run_folder.mkdir(parents=True, exist_ok=True)
+    linked = run_folder / Path(checkpoint).name
+    linked.unlink(missing_ok=True)
+    linked.symlink_to(Path(checkpoint).resolve())
+    status = run.main(['--config', str(config_copy), '--mode', 'reconstruction', '--checkpoint', str(linked), '--cpu'])
     if status != 0:
         raise RuntimeError(f'run.py --mode reconstruction failed with status {status}')
-    csv_path = next(log_dir.glob('*/reconstruction/l1.csv'))
+    csv_path = run_folder / 'reconstruction' / 'l1.csv'
     rows = dict(line.strip().split(',', 1) for line in csv_path.read_text().splitlines()[1:])
     return float(rows['mean'])
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from modules.build import MODEL_NAMES, TPS_MODEL_NAMES, build_models
 from modules.errors import CheckpointError, ConfigError
-from modules.fileio import atomic_path
+from modules.fileio import atomic_torch_save
 from modules.util import unwrap
 
 log = logging.getLogger(__name__)
@@ -256,9 +256,3 @@ def save_checkpoint(path, models, epoch, **extra):
     state.update(extra)
     atomic_torch_save(state, path)
     return path
-
-
-def atomic_torch_save(obj, path):
-    """torch.save to a temp file in the same folder, then rename onto `path` (never half-written)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)

@@ -40,8 +40,19 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Tuple, 
 import yaml
 
 from modules.errors import ConfigError
+from modules.limits import MAX_CONFIG_NODES_ENV, max_config_nodes
 
 log = logging.getLogger(__name__)
+
+MAX_CONFIG_BYTES = 1 << 20  # the official configs are 2-6 KB
+_WARNED: set = set()
+
+
+def _warn_once(message: str) -> None:
+    """log.warning, once per process for the same message (configs are loaded more than once)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
 
 __all__ = [
     "CHECKPOINT_NAMES",
@@ -956,7 +967,7 @@ def _default(section: Section, name: str) -> Any:
     return section.keys[name].default
 
 
-def _check_semantics(config: dict) -> None:
+def _check_semantics(config: dict, where: str = "<config>") -> None:
     """Rules that involve more than one key; raises `_Invalid` on the first broken rule."""
     model = config["model_params"]
     common = model["common_params"]
@@ -995,11 +1006,8 @@ def _check_semantics(config: dict) -> None:
                        f"{num_blocks} blocks (model_params.discriminator_params.num_blocks); "
                        f"give one weight per block")
 
-    if weights["equivariance_jacobian"] != 0 and not estimate_jacobian:
-        raise _Invalid(("train_params", "loss_weights", "equivariance_jacobian"),
-                       f"is {weights['equivariance_jacobian']!r} but model_params.common_params."
-                       f"estimate_jacobian is not true, so there are no jacobians; set it to 0 or "
-                       f"set estimate_jacobian: true")
+    # equivariance_jacobian without jacobians is refused where it is read: by the training model
+    # (modules/model.py), so that such a config still reconstructs and animates.
 
     generator = model["generator_params"]
     if generator.get("paste_source") and not (generator.get("estimate_occlusion_map")
@@ -1018,16 +1026,18 @@ def _check_semantics(config: dict) -> None:
     normalization = config["animate_params"]["normalization_params"]
     if (normalization["use_relative_movement"] and normalization["use_relative_jacobian"]
             and not estimate_jacobian):
-        raise _Invalid(("animate_params", "normalization_params", "use_relative_jacobian"),
-                       "is true but model_params.common_params.estimate_jacobian is not, so there are "
-                       "no jacobians; set it to false")
+        # The paper's no-jacobian ablation in a copy of vox-256.yaml: the original crashed when it
+        # animated; the relative jacobian is skipped instead (animate.normalize_kp).
+        _warn_once(f"{where}: animate_params.normalization_params.use_relative_jacobian is true but "
+                   "model_params.common_params.estimate_jacobian is false: there are no jacobians, so the relative "
+                   "jacobian is skipped when animating (set it to false to silence this)")
 
     if "crop" in train:
         log.warning("train_params.crop is not used (it is accepted only for compatibility with the "
                     "original custom_data.yaml)")
 
 
-def _check_tps_semantics(config: dict) -> None:
+def _check_tps_semantics(config: dict, where: str = "<config>") -> None:
     """TPSMM's cross-section rules; raises `_Invalid` on the first broken rule."""
     model = config["model_params"]
     common = model["common_params"]
@@ -1059,7 +1069,7 @@ def _check_tps_semantics(config: dict) -> None:
                            f"map per level) works only with 3 (TPSMM's layout); set it to 3 or multi_mask: false")
 
 
-def _check_cpab_semantics(config: dict) -> None:
+def _check_cpab_semantics(config: dict, where: str = "<config>") -> None:
     """CPABMM's rules: TPSMM's, and K given once (num_cpab or num_tps)."""
     common = config["model_params"]["common_params"]
     if ("num_cpab" in common) == ("num_tps" in common):
@@ -1119,7 +1129,7 @@ def _validate(config: Any, where: str, lines: Optional[Mapping[Path_, int]]) -> 
             dataset["frame_shape"] = _default(_DATASET, "frame_shape")
             log.info("%s: dataset_params.frame_shape is null: frames are %s (set it for other sizes)", where,
                      dataset["frame_shape"])
-        {"fomm": _check_semantics, "tps": _check_tps_semantics, "cpab": _check_cpab_semantics}[family](result)
+        {"fomm": _check_semantics, "tps": _check_tps_semantics, "cpab": _check_cpab_semantics}[family](result, where)
     except _Invalid as problem:
         raise _error(where, problem, lines) from None
     return result
@@ -1142,15 +1152,49 @@ def validate_config(config: Mapping, where: Union[str, Path] = "<config>") -> di
     return _validate(config, str(where), None)
 
 
-def _line_map(text: str, where: str) -> dict:
+def _expanded_size(root: yaml.Node, limit: int, where: str) -> int:
+    """Number of nodes of the tree with every alias expanded (shared subtrees counted each time they
+    are used); raises ConfigError past `limit` or for an alias that contains itself. Linear in the
+    number of distinct nodes: sizes are memoised, so a "billion laughs" file is measured, not expanded."""
+    sizes: dict = {}
+    active: set = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError(f"{where}: an alias refers to a node that contains it (a recursive structure); "
+                              f"configs are plain trees, write the values out")
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                total += size(key_node) + size(value_node)
+                if total > limit:
+                    break
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                total += size(item)
+                if total > limit:
+                    break
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    total = size(root)
+    if total > limit:
+        raise ConfigError(f"{where}: expands to more than {limit:,} YAML nodes through its aliases (&anchor / *alias); "
+                          f"a config is a few hundred: write the values out, or raise the limit with "
+                          f"{MAX_CONFIG_NODES_ENV}=<nodes>")
+    return total
+
+
+def _line_map(root: Optional[yaml.Node], where: str) -> dict:
     """Map key paths to 1-based YAML line numbers; raise ConfigError on a key given twice.
 
-    Uses `yaml.compose` with the SafeLoader (it builds the node tree only, no Python objects).
+    root: the node tree of `yaml.compose` with the SafeLoader (no Python objects).
     """
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:  # pragma: no cover - safe_load accepted the same text
-        return {}
     lines: dict = {}
 
     def walk(node: yaml.Node, path: Path_, seen: frozenset) -> None:
@@ -1201,6 +1245,9 @@ def load_config(path: Union[str, Path]) -> dict:
                           f"{CONFIG_DIR})")
     if file.is_dir():
         raise ConfigError(f"{where}: is a folder, not a config file; give the path of a .yaml file")
+    if file.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: is {file.stat().st_size:,} bytes; a config is a few kilobytes (limit "
+                          f"{MAX_CONFIG_BYTES:,}): give the YAML config itself")
     try:
         text = file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
@@ -1208,7 +1255,17 @@ def load_config(path: Union[str, Path]) -> dict:
     except OSError as e:
         raise ConfigError(f"{where}: cannot be read ({e.strerror or e}); check its permissions") from e
     try:
-        config = yaml.safe_load(text)
+        # One parse: the node tree is measured (aliases expanded at most max_config_nodes()) before
+        # any Python object is built from it, then constructed by the safe loader.
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            if root is not None:
+                _expanded_size(root, max_config_nodes(), where)
+            lines = _line_map(root, where)  # before construction, which flattens merge keys in place
+            config = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         problem = getattr(e, "problem", None) or str(e)
@@ -1220,7 +1277,6 @@ def load_config(path: Union[str, Path]) -> dict:
     if config is None:
         raise ConfigError(f"{where}: the file is empty (or only comments); start from one of the official "
                           f"configs in {CONFIG_DIR}")
-    lines = _line_map(text, where)
     result = _validate(config, where, lines)
     log.debug("loaded config %s", where)
     return result

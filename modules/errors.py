@@ -3,8 +3,33 @@
 A `UserError` means the user gave us something we cannot use (a config with a typo, a checkpoint
 that does not fit, a missing weight file). Its message is one line that names the offending file or
 key and says what to do; entry points print it to stderr and exit with status 2 instead of showing a
-traceback. Anything else that is raised is a bug and keeps its traceback.
+traceback. Anything else that is raised is a bug and keeps its traceback, except the failures of the machine
+itself that no code can prevent (a full disk, a file-size limit, a read-only file system, running out
+of memory, Ctrl-C): `entry_point_message` turns those into one line too.
 """
+import errno
+
+_CAUSES = {
+    errno.ENOSPC: 'the disk is full',
+    errno.EFBIG: 'the file-size limit was reached (ulimit -f)',
+    errno.EDQUOT: 'the disk quota is exceeded',
+    errno.EROFS: 'the file system is read-only',
+    errno.EACCES: 'permission denied',
+    errno.EPERM: 'the operation is not permitted (read-only or immutable folder?)',
+    errno.ENOTDIR: 'a part of the path is a file, not a folder',
+    errno.EISDIR: 'it is a folder',
+    errno.ENAMETOOLONG: 'the name is too long',
+}
+_MACHINE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)
+
+
+def os_error_cause(error):
+    """A few words for an OSError (or an error caused by one): 'the disk is full', ..."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    if error is None:
+        return 'unknown cause'
+    return _CAUSES.get(error.errno, error.strerror or str(error))
 
 
 class UserError(Exception):
@@ -23,5 +48,47 @@ class InputError(UserError):
     """An input file (image, video, weight file, dataset folder) is missing or unusable."""
 
 
+class OutputError(UserError):
+    """A result cannot be written: its folder cannot be created or written, a folder is in the way,
+    the disk is full or the file-size limit is reached, or the encoder failed. The previous result
+    under that name is left as it was."""
+
+
+class LimitError(InputError):
+    """An input is larger than a documented limit (image or frame pixels, config alias expansion)
+    that guards memory; the message names the limit and how to raise it."""
+
+
 class TrainingError(UserError):
     """Training cannot go on: a loss became NaN/inf, or the data cannot fill one batch."""
+
+
+def entry_point_message(error):
+    """The one line an entry point prints for `error` (without 'error: '), or None for a bug, which
+    keeps its traceback. UserError: its message; an OSError of a full disk / file-size limit /
+    read-only file system, a MemoryError, Ctrl-C: what happened and that earlier results are kept."""
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, KeyboardInterrupt):
+        return 'interrupted (Ctrl-C); results written before are kept, the unfinished one was not written'
+    if isinstance(error, MemoryError):
+        return 'out of memory: use smaller inputs, a smaller --batch_size, or a machine with more memory'
+    cause = error
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None and cause.errno in _MACHINE_ERRNOS:
+        where = f' ({cause.filename})' if cause.filename else ''
+        return f'cannot write{where}: {os_error_cause(cause)}; results written before are kept'
+    return None
+
+
+def exit_status(error, stream=None):
+    """For entry points only: prints `error: <one line>` to stderr (`stream`) and returns the exit
+    status (130 for Ctrl-C, else 2); a bug (entry_point_message None) is raised again, with its
+    traceback. Use as `except BaseException as e: return exit_status(e)`."""
+    import sys
+    message = entry_point_message(error)
+    if message is None:
+        raise error
+    print(f'error: {message}', file=stream or sys.stderr, flush=True)
+    return 130 if isinstance(error, KeyboardInterrupt) else 2

@@ -13,10 +13,13 @@
 
 The rewritten modules have different state dicts and no gradients: never train or save them.
 """
+import copy
 import functools
+import itertools
 import logging
 import math
 import threading
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -204,6 +207,35 @@ def optimize_for_inference(module):
             if isinstance(child, nn.Conv2d) and WinogradConv2d.pays_off(child):
                 setattr(parent, name, WinogradConv2d(child))
     return module
+
+
+_INFERENCE_COPIES = weakref.WeakKeyDictionary()  # model -> (weights_version, its optimized copy)
+
+
+def weights_version(module):
+    """A key that changes whenever a parameter or buffer of `module` is replaced, moved, re-typed or
+    changed in place (an optimizer step, load_state_dict, `.data` assignment: torch bumps a tensor's
+    version counter on every in-place change)."""
+    return tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device)
+                 for t in itertools.chain(module.parameters(), module.buffers()))
+
+
+def inference_copy(module):
+    """An optimize_for_inference copy of an eval-mode `module`, made on first use and reused while its
+    weights are unchanged (weights_version); the module itself and its state_dict() are untouched,
+    so it can still be saved or fine-tuned. This is how the original's Python API
+    (demo.make_animation) gets demo.py's exact speed-ups. A module with any part in training mode is
+    returned as it is (its batch norms use batch statistics, which folding would change)."""
+    if any(part.training for part in module.modules()):
+        return module
+    version = weights_version(module)
+    cached = _INFERENCE_COPIES.get(module)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    with torch.no_grad():
+        optimized = optimize_for_inference(copy.deepcopy(module))
+    _INFERENCE_COPIES[module] = (version, optimized)
+    return optimized
 
 
 # ----------------------------------------------------------------------------------------------

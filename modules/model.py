@@ -13,11 +13,13 @@ class ImagePyramide(nn.Module):
     """Anti-aliased image pyramid: x (B, C, H, W) -> {'prediction_<scale>': (B, C, H*scale, W*scale)}.
 
     Keys use str(scale) as written in the config (1 -> 'prediction_1', 0.5 -> 'prediction_0.5').
+    down_class: the down-sampling module of the model family, built as down_class(num_channels, scale)
+    (FOMM's AntiAliasInterpolation2d by default; TPSMM passes its own, whose sizes round down).
     """
 
-    def __init__(self, scales, num_channels):
+    def __init__(self, scales, num_channels, down_class=AntiAliasInterpolation2d):
         super().__init__()
-        self.downs = nn.ModuleDict({str(scale).replace('.', '-'): AntiAliasInterpolation2d(num_channels, scale)
+        self.downs = nn.ModuleDict({str(scale).replace('.', '-'): down_class(num_channels, scale)
                                     for scale in scales})
 
     def forward(self, x):

@@ -235,7 +235,8 @@ class AntiAliasInterpolation2d(nn.Module):
     """Gaussian blur then strided subsampling: (B, C, H, W) -> (B, C, ceil(H*scale), ceil(W*scale)).
 
     sigma = (1/scale - 1) / 2, kernel size 2 * round(4 * sigma) + 1, zero padding (not reflection),
-    depthwise conv, then every int(1/scale)-th pixel starting at index 0. Returns the input itself
+    depthwise conv, then every int(1/scale)-th pixel starting at index 0 (FOMM's rule; a family
+    with another rule overrides `subsample`, e.g. modules.tpsmm.anti_alias). Returns the input itself
     for scale 1. The kernel is a persistent buffer `weight` (C, 1, k, k): it is stored in the
     published checkpoints (`down.weight`), so it must stay a state-dict entry.
     """
@@ -268,7 +269,11 @@ class AntiAliasInterpolation2d(nn.Module):
             return x
         out = F.pad(x, (self.ka, self.kb, self.ka, self.kb))
         out = F.conv2d(out, weight=self.weight, groups=self.groups)
-        return out[:, :, ::self.int_inv_scale, ::self.int_inv_scale]
+        return self.subsample(out)
+
+    def subsample(self, blurred):
+        """FOMM's subsampling: rows and columns 0, k, 2k, ... (k = int(1/scale)), ceil(size / k) of them."""
+        return blurred[:, :, ::self.int_inv_scale, ::self.int_inv_scale]
 
 
 # ----------------------------------------------------------------------------------------------

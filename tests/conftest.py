@@ -75,3 +75,33 @@ def assert_grad_close(actual, expected, name=''):
     scale = expected.abs().max().item()
     diff = (actual - expected).abs().max().item()
     assert diff <= GRAD_REL * scale + 1e-7, f'{name}: max|diff| {diff:.3g} > 1e-2 * max|ref| ({scale:.3g})'
+
+
+# ----------------------------------------------------------------------------------------------
+# The tests write nothing into the repository (results beside a bundled checkpoint, stray outputs)
+# ----------------------------------------------------------------------------------------------
+
+def _repository_changes():
+    """`git status --porcelain` entries of the working tree (ignored files excluded), or None without git."""
+    import subprocess
+    try:
+        out = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=all'], cwd=REPO, capture_output=True,
+                             text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return set(out.stdout.splitlines()) if out.returncode == 0 else None
+
+
+def pytest_sessionstart(session):
+    session.config._repository_before = _repository_changes()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, '_repository_before', None)
+    after = _repository_changes()
+    if before is None or after is None:
+        return
+    new = sorted(after - before)
+    if new:
+        print('\nthe tests wrote into the repository: ' + '; '.join(new), file=sys.stderr)
+        session.exitstatus = 1

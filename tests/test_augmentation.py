@@ -167,6 +167,29 @@ def test_hsv_and_hue_against_skimage():
         adjust_hue(img, 0.6)
 
 
+def jitter_differences(jitter, clip, seeds):
+    """max |jitter(clip)| - the same clip jittered here| for each seed, the draws made here from the
+    generator in the documented order (brightness, contrast, saturation, hue from their ranges, then a
+    permutation of the steps brightness, saturation, hue, contrast, as the original) -> (differences,
+    the orders drawn)."""
+    differences, orders = [], set()
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        b, c, s, h = (rng.uniform(1 - jitter.brightness, 1 + jitter.brightness),
+                      rng.uniform(1 - jitter.contrast, 1 + jitter.contrast),
+                      rng.uniform(1 - jitter.saturation, 1 + jitter.saturation), rng.uniform(-jitter.hue, jitter.hue))
+        steps = [(adjust_brightness, b), (adjust_saturation, s), (adjust_hue, h), (adjust_contrast, c)]
+        order = rng.permutation(4)
+        orders.add(tuple(order))
+        out = jitter(clip, np.random.default_rng(seed))
+        for frame, result in zip(clip, out):
+            expected = frame
+            for k in order:
+                expected = steps[k][0](expected, steps[k][1])
+            differences.append(float(np.abs(result - expected).max()))
+    return differences, orders
+
+
 def test_color_jitter_draws_and_random_order():
     jitter = ColorJitter(brightness=0.1, contrast=0.2, saturation=0.3, hue=0.05)
     rng = np.random.default_rng(0)
@@ -176,21 +199,23 @@ def test_color_jitter_draws_and_random_order():
     assert ColorJitter(brightness=2).get_params(rng)[0] >= 0  # lower bound max(0, 1 - b)
     assert ColorJitter(hue=0.1).get_params(rng)[:3] == (None, None, None)
 
-    clip = [image(4), image(5)]
-    orders = set()
-    for seed in range(12):
-        rng = np.random.default_rng(seed)
-        b, c, s, h = jitter.get_params(rng)
-        steps = [(adjust_brightness, b), (adjust_saturation, s), (adjust_hue, h), (adjust_contrast, c)]
-        order = rng.permutation(4)
-        orders.add(tuple(order))
-        out = jitter(clip, np.random.default_rng(seed))
-        for frame, result in zip(clip, out):
-            expected = frame
-            for k in order:
-                expected = steps[k][0](expected, steps[k][1])
-            np.testing.assert_allclose(result, expected, atol=1e-6)
+    differences, orders = jitter_differences(jitter, [image(4), image(5)], range(12))
+    assert max(differences) < 1e-6, differences
     assert len(orders) > 1  # the order really changes from clip to clip
+
+
+def test_the_jitter_check_catches_draws_in_another_order(monkeypatch):
+    """Contrast and saturation drawn the other way round: each still within its range, so only the
+    draws made independently above tell."""
+    def swapped(self, rng):
+        brightness = rng.uniform(1 - self.brightness, 1 + self.brightness)
+        saturation = rng.uniform(1 - self.saturation, 1 + self.saturation)
+        contrast = rng.uniform(1 - self.contrast, 1 + self.contrast)
+        return brightness, contrast, saturation, rng.uniform(-self.hue, self.hue)
+
+    monkeypatch.setattr(ColorJitter, 'get_params', swapped)
+    jitter = ColorJitter(brightness=0.1, contrast=0.2, saturation=0.3, hue=0.05)
+    assert max(jitter_differences(jitter, [image(4), image(5)], range(12))[0]) > 1e-3
 
 
 def test_torch_seeded_rng_follows_torch_seed():

@@ -1,6 +1,13 @@
 """crop-video.py: the original's tracking/crop rules, its printed command, the clips written with --out,
 motion mode, and the exit status and message of each failure. Videos are made in the test from
-skimage's astronaut (a real frontal face) and from a moving square; no download."""
+skimage's astronaut (a real frontal face) and from a moving square; no download.
+
+The astronaut clip is H.264-coded, and its exact pixels depend on the ffmpeg build and on the CPU
+(swscale's and x264's SIMD paths). The cascade finds the face with 10-28 overlapping windows in every
+frame, but false hits with the 2 that a detection needs (the hairline above the face gets 1 in the
+uncoded frames, 1-4 in the coded ones) come and go with that coding noise, and --max_gap bridges their
+misses: such a false track may or may not be printed besides the face's. The tests therefore pick the
+face's command out by where the face is: exactly one command holds it, and its track is the longest."""
 import importlib.util
 import re
 import subprocess
@@ -172,41 +179,68 @@ def test_merge_overlapping():
 # The script on real faces
 # ------------------------------------------------------------------------------------------------
 
-def test_face_found_and_command_printed(astronaut_video, astronaut_face):
-    result = run('--inp', astronaut_video, '--min_frames', 30)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 1, result.stdout
-    command = parse_command(lines[0])
+def face_in_frame(astronaut_face, t):
+    """The face box of the still astronaut, in the pixels of frame t of the panning clip."""
+    dx, dy = window_origin(t)
+    return np.asarray(astronaut_face) - (dx, dy, dx, dy)
+
+
+def face_command(stdout, astronaut_face):
+    """Of the printed commands (all well formed), the one whose crop holds the face in the first and in
+    the last frame: there must be exactly one (the face is neither missed nor split into two tracks),
+    and every other track (a cascade false positive) is shorter. Returns (its index, the command)."""
+    commands = [parse_command(line) for line in stdout.strip().splitlines()]
+    holding = [k for k, c in enumerate(commands)
+               if all(contains(c['crop'], face_in_frame(astronaut_face, t), tol=4) for t in (0, NUM_FRAMES - 1))]
+    assert len(holding) == 1, (stdout, [face_in_frame(astronaut_face, t) for t in (0, NUM_FRAMES - 1)])
+    face = commands[holding[0]]
+    assert all(c['duration'] < face['duration'] for k, c in enumerate(commands) if k != holding[0]), stdout
+    return holding[0], face
+
+
+def check_face_command(command, astronaut_video):
     assert command['inp'] == str(astronaut_video) and command['scale'] == (256, 256)
+    # The face is in every frame: its track is the whole clip (the cut stops one frame early).
     assert command['start'] == 0.0 and command['duration'] == pytest.approx((NUM_FRAMES - 1) / FPS, abs=0.1)
     w, h, x, y = command['crop']
     assert abs(w - h) <= 2 and x + w <= WINDOW[1] and y + h <= WINDOW[0]
-    # The crop holds the face where it is in the first and in the last frame.
-    for t in (0, NUM_FRAMES - 1):
-        dx, dy = window_origin(t)
-        face = np.asarray(astronaut_face) - (dx, dy, dx, dy)
-        assert contains(command['crop'], face, tol=4), (t, command['crop'], face)
-    # ... and is not much more than the face and its 10% margins.
-    assert w < 2 * (astronaut_face[2] - astronaut_face[0])
 
 
-def test_out_writes_clips_with_the_face(astronaut_video_with_audio, tmp_path):
+def test_face_found_and_command_printed(astronaut_video, astronaut_face):
+    result = run('--inp', astronaut_video, '--min_frames', 30)
+    assert result.returncode == 0, result.stderr
+    _, command = face_command(result.stdout, astronaut_face)
+    check_face_command(command, astronaut_video)
+    # The crop holds the face in the first and the last frame (face_command) and is not much more than
+    # the face and its 10% margins.
+    width = command['crop'][0]
+    assert width < 2 * (astronaut_face[2] - astronaut_face[0])
+
+
+def test_out_writes_clips_with_the_face(astronaut_video_with_audio, astronaut_face, tmp_path):
     out = tmp_path / 'crops'
     result = run('--inp', astronaut_video_with_audio, '--min_frames', 30, '--detect_every', 3, '--out', out)
     assert result.returncode == 0, result.stderr
-    command = parse_command(result.stdout.strip())
-    clip = out / 'astronaut_audio_0.mp4'
-    assert sorted(p.name for p in out.iterdir()) == [clip.name]  # no temporary file left
+    k, command = face_command(result.stdout, astronaut_face)
+    lines = result.stdout.strip().splitlines()
+    # One clip per printed command, in the same order; no temporary file left.
+    assert sorted(p.name for p in out.iterdir()) == sorted(f'astronaut_audio_{n}.mp4' for n in range(len(lines)))
+    clip = out / f'astronaut_audio_{k}.mp4'
     meta = read_video_meta(clip)
     assert meta['size'] == (256, 256) and meta['audio'] and meta['fps'] == FPS
     # Every 3rd frame searched: the track is frames 0 .. 57, and the clip holds all of them (the printed
     # command, as the original's, stops one frame earlier).
     last = round((command['start'] + command['duration']) * FPS)
     assert last == 57 and count_frames(clip) == last + 1
+    # The clip's first frame shows the face, large, where the crop and the scaling put it: a detection
+    # over 80 pixels wide is centred within a fifth of the face's size of the face's centre there.
+    w, h, x, y = command['crop']
+    expected = (face_in_frame(astronaut_face, 0) - (x, y, x, y)) * (256 / w, 256 / h, 256 / w, 256 / h)
     first = next(iter_video_frames(clip))
     faces = face_detection.FaceDetector(first.shape, detect_width=256)(first)
-    assert len(faces) == 1 and contains((256, 256, 0, 0), faces[0]) and faces[0][2] - faces[0][0] > 80
+    centre, size = (expected[:2] + expected[2:]) / 2, expected[2:] - expected[:2]
+    assert any(box[2] - box[0] > 80 and np.all(np.abs((box[:2] + box[2:]) / 2 - centre) < size / 5)
+               for box in faces), (faces, expected)
 
 
 def test_min_frames_longer_than_video(astronaut_video, tmp_path):

@@ -1,6 +1,7 @@
 """Eval-mode forward passes against the original implementation's outputs (fixture-small)."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from modules.build import build_models
 from modules.checkpoint import load_state
@@ -94,14 +95,37 @@ def test_image_pyramid_matches_original(ref):
         assert_close(out['prediction_' + scale], ref['pyramid_driving0/prediction_' + scale], scale)
 
 
+def warp_and_decode(generator, features, source, kp_driving, kp_source):
+    """The generator's forward written out from its pieces: `features` warped by the dense motion of
+    `source` (grid_sample called here, not the generator's warp), masked by the occlusion map, both
+    resized bilinearly to the features' size, then decode()."""
+    motion = generator.dense_motion_network(source_image=source, kp_driving=kp_driving, kp_source=kp_source)
+    size = features.shape[2:]
+    deformation = F.interpolate(motion['deformation'].permute(0, 3, 1, 2), size=size, mode='bilinear',
+                                align_corners=False).permute(0, 2, 3, 1)
+    occlusion = F.interpolate(motion['occlusion_map'], size=size, mode='bilinear', align_corners=False)
+    return generator.decode(F.grid_sample(features, deformation, align_corners=False) * occlusion)
+
+
 def test_source_features_can_be_reused(models, ref):
-    """Encoding the source once and passing it in gives the same frame as encoding it every time."""
-    generator = models['generator']
+    """source_features replaces the encoding of the source: the source's own features give the
+    original's frame; another image's features (driving frame 0) give those features moved by the
+    source's motion (computed here from the generator's pieces), a different frame, so the argument
+    is really used."""
+    generator, source = models['generator'], ref['inputs/source']
+    kp_source, kp_driving = kp_of(ref, 'kp_source'), kp_of(ref, 'kp_driving/2')
     with torch.no_grad():
-        features = generator.encode(ref['inputs/source'])
-        out = generator(ref['inputs/source'], kp_source=kp_of(ref, 'kp_source'),
-                        kp_driving=kp_of(ref, 'kp_driving/2'), source_features=features)
-    assert_close(out['prediction'], ref['generator/2/prediction'], 'prediction')
+        own = generator(source, kp_source=kp_source, kp_driving=kp_driving,
+                        source_features=generator.encode(source))['prediction']
+        other_features = generator.encode(ref['inputs/driving'][:, :, 0])
+        other = generator(source, kp_source=kp_source, kp_driving=kp_driving,
+                          source_features=other_features)['prediction']
+        expected_other = warp_and_decode(generator, other_features, source, kp_driving, kp_source)
+        expected_own = warp_and_decode(generator, generator.encode(source), source, kp_driving, kp_source)
+    assert_close(own, ref['generator/2/prediction'], 'prediction')
+    assert_close(expected_own, ref['generator/2/prediction'], 'hand-written warp and decode')
+    assert_close(other, expected_other, 'prediction from the other features', atol=1e-5, rtol=0)
+    assert (other - ref['generator/2/prediction']).abs().max() > 1e-2, 'the features given are used'
 
 
 @pytest.mark.parametrize('min_pixels', [None, 0])

@@ -58,6 +58,15 @@ def resize(x, size):
     return F.interpolate(x, size=size, mode='bilinear', align_corners=False)
 
 
+def warped_levels(model, features, source, kp_driving, kp_source):
+    """Every encoder level of `features` warped by the dense motion of `source` and masked by its
+    occlusion map, both resized to the level (grid_sample called here, not the generator's warp)."""
+    motion = model.dense_motion_network(source_image=source, kp_driving=kp_driving, kp_source=kp_source)
+    deformation = motion['deformation'].permute(0, 3, 1, 2)
+    return [F.grid_sample(level, resize(deformation, level.shape[2:]).permute(0, 2, 3, 1), align_corners=False)
+            * resize(motion['occlusion_map'], level.shape[2:]) for level in features]
+
+
 def test_every_level_is_warped_masked_and_decoded_at_its_resolution():
     """The prediction is decode() of every encoder level, each warped by the deformation and masked by
     the occlusion map, both resized to that level (computed here with grid_sample directly)."""
@@ -65,13 +74,7 @@ def test_every_level_is_warped_masked_and_decoded_at_its_resolution():
     kp_source, kp_driving = random_kp(2, 1), random_kp(2, 6)
     with torch.no_grad():
         prediction = model(source, kp_driving, kp_source)['prediction']
-        motion = model.dense_motion_network(source_image=source, kp_driving=kp_driving, kp_source=kp_source)
-        deformation = motion['deformation'].permute(0, 3, 1, 2)  # (B, 2, 16, 16)
-        warped = []
-        for level in model.encode(source):
-            grid = resize(deformation, level.shape[2:]).permute(0, 2, 3, 1)
-            warped.append(F.grid_sample(level, grid, align_corners=False)
-                          * resize(motion['occlusion_map'], level.shape[2:]))
+        warped = warped_levels(model, model.encode(source), source, kp_driving, kp_source)
         expected = model.decode(warped)
         unwarped_top = model.decode([model.encode(source)[0]] + warped[1:])
     assert (unwarped_top - expected).abs().max() > 1e-3  # the full-resolution level counts
@@ -79,13 +82,30 @@ def test_every_level_is_warped_masked_and_decoded_at_its_resolution():
 
 
 @pytest.mark.parametrize('num_down_blocks', [0, 1, 2])
-def test_cached_source_features_give_the_same_frames(num_down_blocks):
-    model, source = generator(True, num_down_blocks), torch.rand(1, 3, 32, 32)
+def test_cached_source_features_are_the_ones_warped(num_down_blocks):
+    """source_features replaces the encoding of the source: with the source's own features the frame
+    is the same; with another image's, it is that image's features moved by the source's motion
+    (computed here), so the argument is really used."""
+    model, source, other = generator(True, num_down_blocks), torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
     kp_source, kp_driving = random_kp(1, 3), random_kp(1, 4)
     with torch.no_grad():
         direct = model(source, kp_driving, kp_source)['prediction']
         cached = model(source, kp_driving, kp_source, source_features=model.encode(source))['prediction']
+        swapped = model(source, kp_driving, kp_source, source_features=model.encode(other))['prediction']
+        expected = model.decode(warped_levels(model, model.encode(other), source, kp_driving, kp_source))
     assert torch.equal(direct, cached)
+    torch.testing.assert_close(swapped, expected, atol=1e-5, rtol=0)
+    assert (swapped - direct).abs().max() > 1e-2, 'the features given are used, not the source re-encoded'
+
+
+def test_the_cached_features_check_catches_a_generator_that_ignores_them(monkeypatch):
+    """The check above fails for a forward that re-encodes the source whatever it is given (with the
+    source's own features, both would give the same frame)."""
+    forward = OcclusionAwareGenerator.forward
+    monkeypatch.setattr(OcclusionAwareGenerator, 'forward', lambda self, source_image, kp_driving, kp_source,
+                        source_features=None: forward(self, source_image, kp_driving, kp_source))
+    with pytest.raises(AssertionError):
+        test_cached_source_features_are_the_ones_warped(2)
 
 
 @pytest.mark.parametrize('fast', [False, True])

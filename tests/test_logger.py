@@ -13,7 +13,7 @@ from torch import nn
 
 from logger import Logger, Visualizer
 from modules.checkpoint import save_checkpoint
-from modules.errors import CheckpointError, ConfigError
+from modules.errors import CheckpointError, ConfigError, OutputError
 
 B, H, W, K = 2, 32, 32, 3
 LINE = re.compile(r'^\d{8}\) (\w+ - \d+\.\d{5})(; \w+ - \d+\.\d{5})*$')
@@ -194,10 +194,13 @@ def test_no_exit_checkpoint_before_the_first_epoch(tmp_path):
     assert list(tmp_path.glob('*.pth.tar')) == []
 
 
-def _failing_writer(path, *args, **kwargs):
-    """Simulates a full disk: half a file is written, then the write fails."""
-    with open(path, 'wb') as f:
-        f.write(b'\x89PNG half-written')
+def _failing_writer(target, *args, **kwargs):
+    """Simulates a full disk: half a file is written (to a path or an open file), then the write fails."""
+    if hasattr(target, 'write'):
+        target.write(b'\x89PNG half-written')
+    else:
+        with open(target, 'wb') as f:
+            f.write(b'\x89PNG half-written')
     raise OSError(28, 'No space left on device')
 
 
@@ -210,7 +213,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / '00000000-checkpoint.pth.tar'
     before = path.read_bytes()
     monkeypatch.setattr(torch, 'save', lambda obj, f, *a, **k: _failing_writer(f))
-    with pytest.raises(OSError, match='No space'):
+    with pytest.raises(OutputError, match='00000000-checkpoint.pth.tar: the disk is full'):
         logger.save_cpk()
     monkeypatch.undo()
     assert path.read_bytes() == before
@@ -226,7 +229,7 @@ def test_png_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / 'train-vis' / '00000000-rec.png'
     before = path.read_bytes()
     monkeypatch.setattr(iio, 'imwrite', _failing_writer)
-    with pytest.raises(OSError, match='No space'):
+    with pytest.raises(OutputError, match='00000000-rec.png: the disk is full'):
         logger.visualize_rec(*fake_batch(seed=1))
     monkeypatch.undo()
     assert path.read_bytes() == before

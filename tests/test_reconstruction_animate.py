@@ -2,6 +2,8 @@
 videos, the batched animation core against the original's per-frame loop and its outputs, bad input."""
 import copy
 import csv
+import shutil
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -16,7 +18,7 @@ from modules.checkpoint import load_state
 from modules.errors import InputError
 from reconstruction import reconstruction
 from tests.conftest import FIXTURE_DIR, assert_close
-from tests.test_train import error_line, only_run_folder, run
+from tests.test_train import error_line, run
 from tests.video_utils import square_frames, write_folder, write_strip, write_video
 from video_io import iter_video_frames, read_video_meta
 
@@ -136,40 +138,67 @@ def test_batched_core_matches_original_make_animation(models, ref, relative):
 
 
 def test_batched_core_takes_frame_batches_and_other_devices_dtypes(models, ref):
-    """driving as an iterable of (B, C, H, W) batches, inputs in float64: same as the tensor path."""
+    """driving as an iterable of (B, C, H, W) batches (of 1 then 3 frames, and 3 then 1), inputs in
+    float64: the original's per-frame loop on the float32 inputs (keypoints relative to the first
+    frame of the first batch)."""
     source, driving = ref['inputs/source'], ref['inputs/driving']
-    chunks = [driving[0, :, :1].transpose(0, 1).double(), driving[0, :, 1:].transpose(0, 1).double()]
-    outs = list(animate_batches(models['generator'], models['kp_detector'], source.double(), iter(chunks), RELATIVE))
-    assert [frames.shape[0] for frames, _ in outs] == [1, 3]
-    assert all(frames.dtype == torch.float32 for frames, _ in outs)  # moved to the models' dtype
-    prediction = torch.cat([out['prediction'] for _, out in outs])
-    expected = batched(models, source, driving, RELATIVE, batch_size=4)['prediction']
-    assert_close(prediction, expected, 'prediction', atol=1e-5, rtol=0)
+    expected = per_frame(models, source, driving, RELATIVE)
+    for split in (1, 3):
+        chunks = [driving[0, :, :split].transpose(0, 1).double(), driving[0, :, split:].transpose(0, 1).double()]
+        outs = list(animate_batches(models['generator'], models['kp_detector'], source.double(), iter(chunks),
+                                    RELATIVE))
+        assert [frames.shape[0] for frames, _ in outs] == [split, 4 - split]
+        assert all(frames.dtype == torch.float32 for frames, _ in outs)  # moved to the models' dtype
+        for name in ('prediction', 'occlusion_map'):
+            got = torch.cat([out[name] for _, out in outs])
+            assert got.dtype == torch.float32
+            assert_close(got, torch.cat([out[name] for out in expected]), f'{name} ({split} + {4 - split})',
+                         atol=1e-5, rtol=0)
+        for key in ('value', 'jacobian'):
+            assert_close(torch.cat([out['kp_norm'][key] for _, out in outs]),
+                         torch.cat([out['kp_target'][key] for out in expected]),
+                         f'kp_norm/{key} ({split} + {4 - split})', atol=1e-5, rtol=0)
     assert not torch.is_inference_mode_enabled()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_batched_core_on_cuda_matches_cpu(fixture_config, models, ref):
-    """Models on the GPU, inputs on the CPU: moved at the boundary, same predictions as on the CPU."""
+    """Models on the GPU, inputs on the CPU: moved at the boundary, the same predictions as the
+    original's per-frame loop on the CPU and as its make_animation output (relative movement and
+    jacobian, adapted scale)."""
     cuda_models = build_models(fixture_config['model_params'], device='cuda')
     load_state(CHECKPOINT, cuda_models)
     cuda_models = {name: model.eval() for name, model in cuda_models.items()}
     got = batched(cuda_models, ref['inputs/source'], ref['inputs/driving'], RELATIVE)
     assert got['prediction'].device.type == 'cuda'
-    expected = batched(models, ref['inputs/source'], ref['inputs/driving'], RELATIVE)
-    assert_close(got['prediction'].cpu(), expected['prediction'], 'prediction')
+    expected = per_frame(models, ref['inputs/source'], ref['inputs/driving'], RELATIVE)
+    assert_close(got['prediction'].cpu(), torch.cat([out['prediction'] for out in expected]), 'prediction')
+    adapted = {'use_relative_movement': True, 'use_relative_jacobian': True, 'adapt_movement_scale': True}
+    got = batched(cuda_models, ref['inputs/source'], ref['inputs/driving'], adapted)
+    assert_close(got['prediction'].permute(0, 2, 3, 1).cpu(), ref['make_animation/relative1_adapt1'], 'make_animation')
 
 
 # ----------------------------------------------------------------------------------------------
 # run.py end to end
 # ----------------------------------------------------------------------------------------------
 
+def checkpoint_in_run_folder(tmp_path):
+    """The fixture checkpoint copied into a run folder, as run.py --mode train leaves them."""
+    folder = tmp_path / 'vox-256 01_01_26_00.00.00'
+    folder.mkdir()
+    return Path(shutil.copy(CHECKPOINT, folder / '00000009-checkpoint.pth.tar'))
+
+
 def test_reconstruction_end_to_end(models, fixture_config, dataset_root, tmp_path):
     config = write_config(tmp_path / 'tiny.yaml', fixture_config, dataset_root)
-    result = run('--config', config, '--mode', 'reconstruction', '--checkpoint', CHECKPOINT,
+    checkpoint = checkpoint_in_run_folder(tmp_path)
+    result = run('--config', config, '--mode', 'reconstruction', '--checkpoint', checkpoint,
                  '--log_dir', tmp_path / 'log', '--cpu')
     assert result.returncode == 0, result.stderr[-3000:]
-    out_dir = only_run_folder(tmp_path / 'log') / 'reconstruction'
+    # The original's contract: "the reconstruction subfolder will be created in the checkpoint folder"
+    out_dir = checkpoint.parent / 'reconstruction'
+    assert not (tmp_path / 'log').exists() and result.stdout.strip() == f'done: {checkpoint.parent}'
+    assert (checkpoint.parent / 'tiny.yaml').is_file()  # the config copied beside it, as the original
     assert 'Reconstruction loss: ' in result.stderr
 
     # The same videos through the original's per-frame loop, in this process.
@@ -211,11 +240,13 @@ def test_animate_end_to_end(fixture_config, dataset_root, tmp_path):
     pairs.write_text('source,driving\nb.png,a#clip.mp4\nc,b.png\nnot-there.mp4,c\n')
     config = write_config(tmp_path / 'tiny.yaml', fixture_config, dataset_root,
                           dataset_params={'pairs_list': str(pairs)}, animate_params={'num_pairs': 5})
-    result = run('--config', config, '--mode', 'animate', '--checkpoint', CHECKPOINT,
+    checkpoint = checkpoint_in_run_folder(tmp_path)
+    result = run('--config', config, '--mode', 'animate', '--checkpoint', checkpoint,
                  '--log_dir', tmp_path / 'log', '--cpu')
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'not-there.mp4' in result.stderr  # the unknown pair is skipped with a warning
-    out_dir = only_run_folder(tmp_path / 'log') / 'animation'
+    out_dir = checkpoint.parent / 'animation'  # in the checkpoint's folder, as the original
+    assert not (tmp_path / 'log').exists()
     expected = {'a#clip.mp4-b.png': VIDEOS['a#clip.mp4'], 'b.png-c': VIDEOS['b.png']}  # '<driving>-<source>'
     assert sorted(p.name for p in (out_dir / 'png').iterdir()) == sorted(f'{n}.png' for n in expected)
     assert sorted(p.name for p in out_dir.glob('*.mp4')) == sorted(f'{n}.mp4' for n in expected)
@@ -268,8 +299,10 @@ def test_empty_test_folder_is_one_line_error(fixture_config, tmp_path, mode):
     root = tmp_path / 'empty'
     (root / 'test').mkdir(parents=True)
     config = write_config(tmp_path / 'tiny.yaml', fixture_config, root)
-    result = run('--config', config, '--mode', mode, '--checkpoint', CHECKPOINT, '--log_dir', tmp_path / 'log',
+    checkpoint = checkpoint_in_run_folder(tmp_path)
+    result = run('--config', config, '--mode', mode, '--checkpoint', checkpoint, '--log_dir', tmp_path / 'log',
                  '--cpu')
     line = error_line(result)
     assert 'no videos found' in line and str(root / 'test') in line
     assert not (tmp_path / 'log').exists()
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == [checkpoint.name]  # nothing written

@@ -10,6 +10,7 @@ import yaml
 from modules.build import build_models, model_names, motion_model
 from modules.model import ImagePyramide
 from modules.tpsmm import TPS
+from modules.tpsmm.anti_alias import TpsAntiAliasInterpolation2d
 from tests.conftest import DATA, assert_close, flat
 from tests.tpsmm_fixture import TPSMM_FIXTURE_DIR, build_checkpoint, fingerprint_mismatches
 
@@ -178,7 +179,7 @@ def test_dropout_softmax(models, tps_ref):
 
 
 def test_image_pyramid_matches_tpsmm(tps_ref):
-    pyramid = ImagePyramide([1, 0.5, 0.25, 0.125], 3)
+    pyramid = ImagePyramide([1, 0.5, 0.25, 0.125], 3, down_class=TpsAntiAliasInterpolation2d)
     with torch.no_grad():
         out = pyramid(tps_ref['inputs/driving'][:, :, 0])
     for scale in ('0.5', '0.25', '0.125'):

@@ -124,7 +124,8 @@ def test_reconstruction_and_animate_modes(trained, tmp_path, mode, folder, patte
     out = run('--config', trained['config'], '--mode', mode, '--checkpoint', checkpoint, '--log_dir',
               tmp_path / 'log', '--cpu', '--num_workers', '0')
     assert out.returncode == 0, out.stderr[-3000:]
-    run_folder = next(p for p in (tmp_path / 'log').iterdir() if p.is_dir())
+    run_folder = checkpoint.parent  # the checkpoint's folder, as TPSMM's run.py
+    assert not (tmp_path / 'log').exists()
     assert list((run_folder / folder).glob(pattern))
     assert len(list((run_folder / folder / 'png').glob('*.png'))) == 2
     if mode == 'reconstruction':

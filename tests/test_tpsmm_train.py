@@ -1,6 +1,8 @@
-"""One TPSMM training iteration (train.py) and one train_avd iteration against the original
-implementation's (tests/data/tpsmm_fixture_small): random draws, losses, generated tensors,
-gradients, clipping norms and the BatchNorm buffers after the step."""
+"""One TPSMM training iteration (train.py's TpsTraining.step) and one train_avd iteration
+(AvdTraining.step) against the original implementation's (tests/data/tpsmm_fixture_small): random
+draws, losses, generated tensors, gradients, clipping norms and the BatchNorm buffers after the step.
+The steps run are train.py's own; the test only records what they do (hooks, a wrapped
+clip_grad_norm_ and optimizer.step)."""
 import json
 import math
 
@@ -9,8 +11,9 @@ import torch
 import yaml
 
 from modules.build import build_models
-from modules.tpsmm.model import GeneratorFullModel, avd_losses, dropout_probability
+from modules.tpsmm.model import dropout_probability
 from tests.conftest import assert_close, flat
+from tests.test_train_step import record_grads_before_step  # the gradients an optimizer applies (after any clipping)
 from tests.tpsmm_fixture import TPSMM_FIXTURE_DIR, build_checkpoint
 
 MANIFEST = json.loads((TPSMM_FIXTURE_DIR / 'manifest.json').read_text())
@@ -72,39 +75,76 @@ def check_gradients(ref, prefix, module):
     assert checked == len(list(module.parameters()))
 
 
+def record_grads_after_backward(models, into):
+    """Keeps every parameter's gradient as the backward leaves it (before clipping or the step)."""
+    for name, model in models.items():
+        for parameter_name, parameter in model.named_parameters():
+            parameter.register_post_accumulate_grad_hook(
+                lambda p, key=(name, parameter_name): into.setdefault(key[0], {}).__setitem__(key[1], p.grad.clone()))
+
+
+def recording_clip(models, calls):
+    """torch.nn.utils.clip_grad_norm_ wrapped: each call is kept as {'name' (the model whose parameters
+    it got), 'max_norm', 'norm_type', 'norm' (what it returned)}."""
+    clip = torch.nn.utils.clip_grad_norm_
+    owners = {id(p): name for name, model in models.items() for p in model.parameters()}
+
+    def wrapper(parameters, max_norm, norm_type=2.0, *args, **kwargs):
+        parameters = list(parameters)
+        names = {owners.get(id(p)) for p in parameters}
+        assert len(names) == 1 and None not in names, f'clip_grad_norm_ on parameters of {names}'
+        name = names.pop()
+        assert len(parameters) == len(list(models[name].parameters())), f'clip_grad_norm_ on part of {name}'
+        norm = clip(parameters, max_norm, norm_type, *args, **kwargs)
+        calls.append({'name': name, 'max_norm': max_norm, 'norm_type': norm_type, 'norm': norm.detach().clone()})
+        return norm
+
+    return wrapper
+
+
 @pytest.fixture(scope='module')
 def iteration(tps_config, checkpoint, tps_ref):
-    """One iteration exactly as TPSMM's train.py at epoch 2 (dropout and the bg loss both active)."""
+    """One iteration of train.py's TpsTraining.step at epoch 2 (dropout and the bg loss both active),
+    seeded as the fixture was, with what it did recorded: the loss tensors and generated dict of its
+    forward, get_encode as its warp loss called it, the bg predictor's outputs, the gradients after
+    the backward, each clip_grad_norm_ call, and the gradients each optimizer stepped with."""
+    from train import TpsTraining
     train_params = tps_config['train_params']
     models = fresh_models(tps_config, checkpoint, ['inpainting_network', 'dense_motion_network', 'kp_detector',
                                                      'bg_predictor'])
-    bg_calls = []
+    bg_calls, encoded, forward = [], [], []
     models['bg_predictor'].register_forward_hook(lambda module, inputs, output: bg_calls.append(output.detach()))
-    generator_full = GeneratorFullModel(models['kp_detector'], models['bg_predictor'], models['dense_motion_network'],
-                                        models['inpainting_network'], train_params)
-    lr = train_params['lr_generator']
-    parameters = [p for name in ('inpainting_network', 'dense_motion_network', 'kp_detector')
-                  for p in models[name].parameters()]
-    optimizer = torch.optim.Adam([{'params': parameters, 'initial_lr': lr}], lr=lr, betas=(0.5, 0.999),
-                                 weight_decay=1e-4)
-    optimizer_bg = torch.optim.Adam([{'params': models['bg_predictor'].parameters(), 'initial_lr': lr}], lr=lr,
-                                    betas=(0.5, 0.999), weight_decay=1e-4)
+    get_encode = models['inpainting_network'].get_encode
+
+    def recording_get_encode(*args, **kwargs):
+        encoded.append([value.detach().clone() for value in get_encode(*args, **kwargs)])
+        return encoded[-1]
+
+    models['inpainting_network'].get_encode = recording_get_encode
+    training = TpsTraining(train_params, models)
+    assert training.prepare(models, torch.device('cpu'), [], None)
+    training.generator_full.register_forward_hook(lambda module, inputs, output: forward.append(output))
+    grads, applied, clip_calls = {}, {}, []
+    record_grads_after_backward(models, grads)
+    record_grads_before_step(training.optimizers['optimizer'], [
+        (f'{name}/{n}', p) for name in ('inpainting_network', 'dense_motion_network', 'kp_detector')
+        for n, p in models[name].named_parameters()], applied)
+    record_grads_before_step(training.optimizers['optimizer_bg_predictor'], [
+        (f'bg_predictor/{n}', p) for n, p in models['bg_predictor'].named_parameters()], applied)
     driving = tps_ref['inputs/driving']
     x = {'source': torch.cat([driving[:, :, 0], tps_ref['inputs/source']], dim=0),
          'driving': torch.cat([driving[:, :, 3], driving[:, :, 1]], dim=0)}
-    torch.manual_seed(MANIFEST['train_seed'])
-    losses, generated = generator_full(x, epoch=MANIFEST['train_epoch'])
-    sum(value.mean() for value in losses.values()).backward()
-    grads = {name: {n: p.grad.clone() for n, p in models[name].named_parameters()} for name in models}
-    norms = {name: torch.nn.utils.clip_grad_norm_(models[name].parameters(), max_norm=10, norm_type=math.inf)
-             for name in ('kp_detector', 'dense_motion_network', 'bg_predictor')}  # not the inpainting network
-    clipped = {name: {n: p.grad.clone() for n, p in models[name].named_parameters()} for name in models}
-    with torch.no_grad():
-        encoded = models['inpainting_network'].get_encode(x['driving'], generated['occlusion_map'])
-    optimizer.step()
-    optimizer_bg.step()
-    return dict(models=models, losses=losses, generated=generated, norms=norms, bg_calls=bg_calls, grads=grads,
-                clipped=clipped, encoded=encoded)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.nn.utils, 'clip_grad_norm_', recording_clip(models, clip_calls))
+        torch.manual_seed(MANIFEST['train_seed'])
+        values, generated = training.step(x, MANIFEST['train_epoch'])
+    assert len(forward) == 1, 'one forward per step'
+    losses = forward[0][0]
+    left_grads = [f'{name}/{n}' for name, model in models.items() for n, p in model.named_parameters()
+                  if p.grad is not None]
+    return dict(models=models, training=training, values=values, losses=losses, generated=generated,
+                clip_calls=clip_calls, bg_calls=bg_calls, grads=grads, applied=applied, encoded=encoded,
+                left_grads=left_grads)
 
 
 def test_dropout_schedule(tps_config, tps_ref):
@@ -116,8 +156,10 @@ def test_dropout_schedule(tps_config, tps_ref):
 
 
 def test_losses_and_generated(iteration, tps_ref):
+    assert list(iteration['values']) == list(iteration['losses'])
     for name in ('perceptual', 'equivariance_value', 'warp_loss', 'bg'):
         assert_close(iteration['losses'][name], tps_ref[f'train/losses/{name}'], name)
+        assert iteration['values'][name] == pytest.approx(float(tps_ref[f'train/losses/{name}']), rel=1e-4, abs=1e-4)
     generated = flat('train/generated', iteration['generated'], {})
     expected = [k for k in tps_ref if k.startswith('train/generated/')]
     assert set(expected) <= set(generated)
@@ -130,27 +172,54 @@ def test_losses_and_generated(iteration, tps_ref):
 
 
 def test_warp_loss_targets(iteration, tps_ref):
-    """get_encode as the warp loss calls it (before the step): the driving frame's occluded encoder maps."""
-    assert len(iteration['encoded']) == 4
-    for i, encoded in enumerate(iteration['encoded']):
+    """get_encode as the warp loss called it in the step: the driving frame's occluded encoder maps."""
+    assert len(iteration['encoded']) == 1
+    assert len(iteration['encoded'][0]) == 4
+    for i, encoded in enumerate(iteration['encoded'][0]):
         assert_close(encoded, tps_ref[f'train/get_encode/{i}'], f'get_encode/{i}')
 
 
-def test_gradients_and_clipping(iteration, tps_ref):
-    for name, norm in iteration['norms'].items():
-        assert_close(norm, tps_ref[f'train/clip_total_norm/{name}'], name, rtol=2e-2, atol=0)
-    for name, module in iteration['models'].items():
-        for parameter_name, parameter in module.named_parameters():
-            parameter.grad = iteration['grads'][name][parameter_name]
-        check_gradients(tps_ref, f'train/grads/{name}', module)
-    # the infinity-norm clip at 10 rescales only the networks whose largest gradient exceeds it
-    for name, grads in iteration['clipped'].items():
-        norm = float(iteration['norms'].get(name, 0))
-        factor = 10 / (norm + 1e-6) if norm > 10 else 1.0
-        for parameter_name, clipped in grads.items():
-            assert torch.allclose(clipped, iteration['grads'][name][parameter_name] * factor, rtol=1e-5, atol=1e-12)
-    assert float(iteration['norms']['kp_detector']) > 10, 'the fixture exercises a real clip'
+CLIPPED = ('kp_detector', 'dense_motion_network', 'bg_predictor')  # as TPSMM's train.py: not the inpainting network
 
+
+def test_gradients_and_clipping(iteration, tps_ref):
+    """The gradients after the backward against the original's; the step clips the three networks'
+    to an infinity norm of 10 (clip_grad_norm_ returning the original's norms) and each optimizer
+    steps with the gradients rescaled by 10 / (norm + 1e-6) where the norm exceeds 10 (computed here
+    from the recorded gradients), the inpainting network's untouched."""
+    calls = iteration['clip_calls']
+    assert [call['name'] for call in calls] == list(CLIPPED)
+    for call in calls:
+        assert call['max_norm'] == 10 and call['norm_type'] == math.inf, call
+        assert_close(call['norm'], tps_ref[f'train/clip_total_norm/{call["name"]}'], call['name'], rtol=2e-2, atol=0)
+    grads = iteration['grads']
+    assert sorted(grads) == sorted(iteration['models'])
+    for name, module in iteration['models'].items():
+        assert sorted(grads[name]) == sorted(n for n, _ in module.named_parameters())
+        for parameter_name, parameter in module.named_parameters():
+            parameter.grad = grads[name][parameter_name]
+        try:
+            check_gradients(tps_ref, f'train/grads/{name}', module)
+        finally:
+            for parameter in module.parameters():
+                parameter.grad = None
+    norms = {call['name']: float(call['norm']) for call in calls}
+    for name in CLIPPED:  # the norm returned is the largest |gradient| the backward left
+        largest = max(float(g.abs().max()) for g in grads[name].values())
+        assert norms[name] == pytest.approx(largest, rel=1e-6), name
+    applied = iteration['applied']
+    assert sorted(applied) == sorted(f'{name}/{n}' for name in grads for n in grads[name])
+    for name in grads:
+        norm = norms.get(name, 0.0)
+        factor = 10 / (norm + 1e-6) if norm > 10 else 1.0
+        for parameter_name, grad in grads[name].items():
+            assert torch.allclose(applied[f'{name}/{parameter_name}'], grad * factor, rtol=1e-5, atol=1e-12), \
+                f'{name}/{parameter_name}'
+    assert norms['kp_detector'] > 10, 'the fixture exercises a real clip'
+    for name, optimizer in iteration['training'].optimizers.items():
+        assert all(state['step'] == 1 for state in optimizer.state.values()), f'{name} stepped once'
+        assert len(optimizer.state) == sum(len(group['params']) for group in optimizer.param_groups), name
+    assert iteration['left_grads'] == [], 'zero_grad after each step'
 
 
 def check_buffers(ref, prefix, models, names):
@@ -172,20 +241,39 @@ def test_buffers_after_the_iteration(iteration, tps_ref):
 
 
 def test_train_avd_iteration(tps_config, checkpoint, tps_ref):
+    """One AvdTraining.step (train.py) seeded as the fixture: the keypoints it computed, its loss, the
+    gradients the AVD optimizer stepped with and the buffers after the step against the original's."""
+    from train import AvdTraining
     models = fresh_models(tps_config, checkpoint, ['kp_detector', 'avd_network'])
     params = tps_config['train_avd_params']
-    optimizer = torch.optim.Adam(models['avd_network'].parameters(), lr=params['lr'], betas=(0.5, 0.999))
+    kp_calls, avd_calls, applied = [], [], {}
+    models['kp_detector'].register_forward_hook(lambda module, inputs, output: kp_calls.append(output))
+    models['avd_network'].register_forward_hook(lambda module, inputs, output: avd_calls.append((inputs, output)))
+    training = AvdTraining(params, models)
+    assert training.prepare(models, torch.device('cpu'), [], None)
+    record_grads_before_step(training.optimizers['optimizer_avd'], list(models['avd_network'].named_parameters()),
+                             applied)
     driving, source = tps_ref['inputs/driving'], tps_ref['inputs/source']
     x = {'source': torch.cat([source, driving[:, :, 0], driving[:, :, 1], driving[:, :, 2]]),
          'driving': torch.cat([driving[:, :, 3], driving[:, :, 2], driving[:, :, 0], source])}
     torch.manual_seed(MANIFEST['train_avd_seed'])
-    losses, out = avd_losses(models['kp_detector'], models['avd_network'], x, params)
+    values, _ = training.step(x, 0)
+    assert len(kp_calls) == 2 and len(avd_calls) == 1
+    (kp_source, kp_driving_random), rec = avd_calls[0]
+    out = {'kp_source': kp_calls[0], 'kp_driving_gt': kp_calls[1], 'kp_driving_random': kp_driving_random,
+           'rec': rec}
+    assert torch.equal(kp_source['fg_kp'], kp_calls[0]['fg_kp'])
     for name in ('kp_source', 'kp_driving_gt', 'kp_driving_random', 'rec'):
         assert_close(out[name]['fg_kp'], tps_ref[f'train_avd/{name}/fg_kp'], name)
-    assert_close(losses['rec_kp'], tps_ref['train_avd/losses/rec_kp'], 'rec_kp')
-    losses['rec_kp'].backward()
+    assert list(values) == ['rec_kp']
+    assert values['rec_kp'] == pytest.approx(float(tps_ref['train_avd/losses/rec_kp']), rel=1e-4, abs=1e-4)
+    assert sorted(applied) == sorted(n for n, _ in models['avd_network'].named_parameters())
+    for parameter_name, parameter in models['avd_network'].named_parameters():
+        assert parameter.grad is None, 'zero_grad after the step'
+        parameter.grad = applied[parameter_name]
     check_gradients(tps_ref, 'train_avd/grads/avd_network', models['avd_network'])
-    optimizer.step()
+    assert all(p.grad is None for p in models['kp_detector'].parameters()), 'the keypoint detector does not learn'
+    assert all(state['step'] == 1 for state in training.optimizers['optimizer_avd'].state.values())
     # train_avd leaves the keypoint detector in train mode: its running statistics move too
     check_buffers(tps_ref, 'train_avd/post_iteration_buffers', models, ('avd_network', 'kp_detector'))
 

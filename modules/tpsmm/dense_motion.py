@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modules.tpsmm.anti_alias import TpsAntiAliasInterpolation2d
 from modules.tpsmm.transform import TPS
-from modules.util import AntiAliasInterpolation2d, Hourglass, UpBlock2d, instance_norm, kp2gaussian, make_coordinate_grid
+from modules.util import Hourglass, UpBlock2d, instance_norm, kp2gaussian, make_coordinate_grid
 
 OCCLUSION_NUM = 4  # TPSMM's fixed number of occlusion maps with multi_mask (H/8, H/4, H/2, H at scale 0.25)
 
@@ -21,6 +22,11 @@ def background_grid(bs, h, w, bg_param, like):
     homogeneous = torch.cat([identity, torch.ones_like(identity[..., :1])], dim=-1)
     moved = torch.matmul(bg_param.view(bs, 1, 1, 1, 3, 3), homogeneous.unsqueeze(-1)).squeeze(-1)
     return moved[..., :2] / moved[..., 2:3]
+
+
+def _at_least_float32(tensor):
+    """float16 / bfloat16 -> float32; float32 and float64 as they are."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
 class DenseMotionNetwork(nn.Module):
@@ -44,7 +50,7 @@ class DenseMotionNetwork(nn.Module):
         super().__init__()
         self.num_transforms = num_tps + self.EXTRA_TRANSFORMS
         if scale_factor != 1:
-            self.down = AntiAliasInterpolation2d(num_channels, scale_factor)
+            self.down = TpsAntiAliasInterpolation2d(num_channels, scale_factor)  # h = floor(H * scale)
         self.scale_factor = scale_factor
         self.multi_mask = multi_mask
         self.hourglass = Hourglass(block_expansion=block_expansion,
@@ -76,11 +82,13 @@ class DenseMotionNetwork(nn.Module):
 
     def create_transformations(self, source_image, kp_driving, kp_source, bg_param):
         """(B, K+1, h, w, 2) sampling grids: 0 = identity or the background affine, 1..K = the TPS warps.
-        Always float32, also under autocast (demo.py --fast): the spline solve and its matrix products
-        in bfloat16 would move the grids by a good part of a pixel."""
+        In the keypoints' dtype (float64 keypoints stay float64, as TPSMM's), but never below float32,
+        also under autocast (demo.py --fast): the spline solve and its matrix products in bfloat16
+        would move the grids by a good part of a pixel."""
         with torch.autocast(device_type=source_image.device.type, enabled=False):
-            return self._transformations(source_image, kp_driving['fg_kp'].float(), kp_source['fg_kp'].float(),
-                                         None if bg_param is None else bg_param.float())
+            return self._transformations(source_image, _at_least_float32(kp_driving['fg_kp']),
+                                         _at_least_float32(kp_source['fg_kp']),
+                                         None if bg_param is None else _at_least_float32(bg_param))
 
     def _transformations(self, source_image, kp_driving, kp_source, bg_param):
         bs, _, h, w = source_image.shape

@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.model import ImagePyramide, perceptual_loss
+from modules.tpsmm.anti_alias import TpsAntiAliasInterpolation2d
 from modules.tpsmm.feature_losses import KeypointSemanticLoss, StructureLoss, load_extractor
 from modules.tpsmm.transform import TPS
 from modules.util import unwrap
@@ -41,7 +42,8 @@ class GeneratorFullModel(nn.Module):
         self.bg_predictor = bg_predictor
         self.train_params = train_params
         self.scales = train_params['scales']
-        self.pyramid = ImagePyramide(self.scales, unwrap(inpainting_network).num_channels)
+        self.pyramid = ImagePyramide(self.scales, unwrap(inpainting_network).num_channels,
+                                     down_class=TpsAntiAliasInterpolation2d)
         self.loss_weights = train_params['loss_weights']
         self.bg_start = train_params.get('bg_start', 0)
         if sum(self.loss_weights['perceptual']) != 0:
