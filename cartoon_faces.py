@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modules.errors import InputError, OutputError, exit_status, os_error_cause
+from modules.errors import InputError, OutputError, exit_status, os_error_cause, stop_on_sigterm
 from modules.fileio import atomic_path, make_folder, verify_png
 
 log = logging.getLogger(__name__)
@@ -457,6 +457,7 @@ def build_parser():
 def main(argv=None):
     opt = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')
+    stop_on_sigterm()
     try:
         if opt.samples:
             if opt.frames < 2 or opt.size < 16 or opt.size % 2:

@@ -54,7 +54,7 @@ from tqdm import tqdm
 
 from face_detection import (FaceDetector, bb_intersection_over_union, compute_crop, detection_factor, downscale_gray,
                             join)
-from modules.errors import InputError, OutputError, exit_status
+from modules.errors import InputError, OutputError, exit_status, stop_on_sigterm
 from modules.fileio import atomic_path, check_folder, make_folder
 from modules.limits import LIMITS_HELP
 from video_io import count_video_frames, ffmpeg_exe, ffmpeg_failure, iter_video_frames, read_video_meta
@@ -334,6 +334,7 @@ def build_parser():
 def main(argv=None) -> int:
     opt = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stderr)
+    stop_on_sigterm()
     try:
         written = crop_video(opt)
     except NoTrackFound as e:

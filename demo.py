@@ -45,7 +45,7 @@ from animate import ImageAnimator as Animator, batched, convex_hull_area, defaul
 from modules.build import build_models
 from modules.checkpoint import load_state
 from modules.config import load_config, model_family
-from modules.errors import InputError, LimitError, OutputError, exit_status
+from modules.errors import InputError, LimitError, OutputError, exit_status, stop_on_sigterm
 from modules.fileio import check_output_path
 from modules.limits import LIMITS_HELP, check_frame_pixels
 from modules.inference import inference_copy, optimize_for_inference
@@ -528,6 +528,7 @@ def run_entry_point(make, opt):
     """An entry point's body: `make(opt)` -> the result path, printed with the preview's; a UserError
     is one 'error: ...' line and exit status 2."""
     logging.basicConfig(level=logging.INFO, format='%(message)s')
+    stop_on_sigterm()
     try:
         result = make(opt)
     except BaseException as e:  # a user or machine failure: one line (modules.errors); a bug: its traceback

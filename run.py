@@ -27,7 +27,7 @@ import torch
 from modules.build import build_models, model_names
 from modules.checkpoint import load_state, read_checkpoint
 from modules.config import load_config, model_family
-from modules.errors import OutputError, UserError, exit_status
+from modules.errors import OutputError, UserError, exit_status, stop_on_sigterm
 from modules.fileio import atomic_path, check_folder, make_folder, os_error_cause
 from modules.limits import LIMITS_HELP
 from modules.inference import optimize_for_inference
@@ -201,6 +201,7 @@ def main(argv=None):
     opt = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if opt.verbose else logging.INFO, format='%(message)s')
     distributed = None
+    stop_on_sigterm()
     try:
         config = load_config(opt.config)
         if opt.checkpoint is not None and opt.init is not None:

@@ -300,7 +300,8 @@ class VideoWriter(_AtomicFrameWriter):
 
 class GifWriter(_AtomicFrameWriter):
     """Looping GIF at `fps`, encoded by Pillow when the block ends (Pillow writes an animated GIF in
-    one call, so the frames are held until then; previews are small)."""
+    one call, so the frames are held until then: as the palette images Pillow's encoder would make of
+    them, one byte per pixel, so that the file is byte for byte what Pillow writes from RGB frames)."""
 
     def __init__(self, path, fps):
         super().__init__(path, fps)
@@ -308,7 +309,7 @@ class GifWriter(_AtomicFrameWriter):
 
     def _write(self, frame):
         from PIL import Image
-        self._frames.append(Image.fromarray(frame))
+        self._frames.append(Image.fromarray(frame).convert('P', palette=Image.Palette.ADAPTIVE))
 
     def _close(self):
         if self._frames:

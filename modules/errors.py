@@ -63,6 +63,29 @@ class TrainingError(UserError):
     """Training cannot go on: a loss became NaN/inf, or the data cannot fill one batch."""
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (`kill`, a batch scheduler's stop): it unwinds the stack like Ctrl-C, so that an
+    unfinished result is removed and the earlier one kept (see stop_on_sigterm)."""
+
+
+def stop_on_sigterm():
+    """For entry points: from now on SIGTERM raises Terminated in this process, instead of ending it
+    on the spot with its temporary files and encoder left behind. Child processes forked later
+    (data-loader workers) keep the default action."""
+    import os
+    import signal
+    main_pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def entry_point_message(error):
     """The one line an entry point prints for `error` (without 'error: '), or None for a bug, which
     keeps its traceback. UserError: its message; an OSError of a full disk / file-size limit /
@@ -71,6 +94,8 @@ def entry_point_message(error):
         return str(error)
     if isinstance(error, KeyboardInterrupt):
         return 'interrupted (Ctrl-C); results written before are kept, the unfinished one was not written'
+    if isinstance(error, Terminated):
+        return 'terminated (SIGTERM); results written before are kept, the unfinished one was not written'
     if isinstance(error, MemoryError):
         return 'out of memory: use smaller inputs, a smaller --batch_size, or a machine with more memory'
     cause = error
@@ -84,11 +109,11 @@ def entry_point_message(error):
 
 def exit_status(error, stream=None):
     """For entry points only: prints `error: <one line>` to stderr (`stream`) and returns the exit
-    status (130 for Ctrl-C, else 2); a bug (entry_point_message None) is raised again, with its
-    traceback. Use as `except BaseException as e: return exit_status(e)`."""
+    status (130 for Ctrl-C, 143 for SIGTERM, else 2); a bug (entry_point_message None) is raised
+    again, with its traceback. Use as `except BaseException as e: return exit_status(e)`."""
     import sys
     message = entry_point_message(error)
     if message is None:
         raise error
     print(f'error: {message}', file=stream or sys.stderr, flush=True)
-    return 130 if isinstance(error, KeyboardInterrupt) else 2
+    return 130 if isinstance(error, KeyboardInterrupt) else 143 if isinstance(error, Terminated) else 2

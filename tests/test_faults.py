@@ -198,8 +198,10 @@ def test_sigkill_during_an_epoch_then_resume(tmp_path, tiny_training):
     assert not stale.exists() and not temp_files(run_folder)
 
 
-def test_ctrl_c_keeps_the_previous_result(tmp_path):
-    """SIGINT while demo.py animates: status 130, one line, the earlier result untouched."""
+@pytest.mark.parametrize('sent, status, word', [(signal.SIGINT, 130, 'interrupted'), (signal.SIGTERM, 143, 'terminated')])
+def test_ctrl_c_and_sigterm_keep_the_previous_result(tmp_path, sent, status, word):
+    """SIGINT (Ctrl-C) or SIGTERM (kill) while demo.py animates: one line, the earlier result
+    untouched, the unfinished one removed."""
     frames = np.stack(list(iter_video_frames(BUNDLED / 'driving.mp4')))
     long_video = tmp_path / 'long.mp4'
     iio.imwrite(long_video, np.concatenate([frames] * 8), plugin='FFMPEG', fps=25, codec='libx264')
@@ -212,10 +214,10 @@ def test_ctrl_c_keeps_the_previous_result(tmp_path):
     while not list(tmp_path.glob('.r.*.tmp.mp4')):  # the encoder has started: frames are being written
         assert process.poll() is None, process.stderr.read()[-3000:]
         time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sent)
     _, stderr = process.communicate(timeout=60)
-    line = one_line_error(subprocess.CompletedProcess(process.args, process.returncode, '', stderr), status=130)
-    assert 'interrupted' in line
+    line = one_line_error(subprocess.CompletedProcess(process.args, process.returncode, '', stderr), status=status)
+    assert word in line
     assert result.read_bytes() == b'an earlier result' and not temp_files(tmp_path)
 
 
