@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modules.errors import InputError, OutputError, exit_status, os_error_cause, stop_on_sigterm
+from modules.errors import InputError, cannot_write, exit_status, stop_on_sigterm
 from modules.fileio import atomic_path, make_folder, verify_png
 
 log = logging.getLogger(__name__)
@@ -356,7 +356,7 @@ def _write_video(images, path, fmt):
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
     except OSError as e:
-        raise OutputError(f'cannot write {path}: {os_error_cause(e)}') from e
+        raise cannot_write(path, e, kept=None) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -54,7 +54,7 @@ from tqdm import tqdm
 
 from face_detection import (FaceDetector, bb_intersection_over_union, compute_crop, detection_factor, downscale_gray,
                             join)
-from modules.errors import InputError, OutputError, exit_status, stop_on_sigterm
+from modules.errors import InputError, cannot_write, exit_status, stop_on_sigterm
 from modules.fileio import atomic_path, check_folder, make_folder
 from modules.limits import LIMITS_HELP
 from video_io import count_video_frames, ffmpeg_exe, ffmpeg_failure, iter_video_frames, read_video_meta
@@ -241,8 +241,7 @@ def write_clip(inp, out_path, track, crop, image_shape, fps, audio):
     with atomic_path(out_path, verify=verify) as tmp:
         result = subprocess.run(command + [str(tmp)], capture_output=True, text=True, errors='replace')
         if result.returncode != 0:
-            raise OutputError(f'writing {out_path} failed: {ffmpeg_failure(result.returncode, result.stderr)}; the '
-                              f'previous file (if any) is kept')
+            raise cannot_write(out_path, ffmpeg_failure(result.returncode, result.stderr))
 
 
 def crop_video(opt):

@@ -431,11 +431,9 @@ def open_result(result_video, meta, preview=None, audio_source=None, desc='anima
             progress.close()
         for writer in writers:
             writer.finish()
+        writers[0].commit()
         if audio_source:
-            writers[0].commit()
             mux_audio(silent, audio_source, result)
-        else:
-            writers[0].commit()
     except BaseException:
         for writer in writers:
             writer.abort()

@@ -31,7 +31,7 @@ from skimage.draw import disk
 from modules.checkpoint import load_state, save_checkpoint
 from modules.fileio import atomic_path, make_folder, verify_png
 from modules.util import kp_key
-from modules.errors import ConfigError, OutputError, os_error_cause
+from modules.errors import ConfigError, OutputError, cannot_write
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Logger:
             try:
                 self.log_file = open(self.cpk_dir / log_file_name, 'a')
             except OSError as e:
-                raise OutputError(f'cannot write {self.cpk_dir / log_file_name}: {os_error_cause(e)}') from e
+                raise cannot_write(self.cpk_dir / log_file_name, e, kept=None) from e
 
     def _stem(self):
         return str(self.epoch).zfill(self.zfill_num)
@@ -132,8 +132,7 @@ class Logger:
             print(line, file=self.log_file)
             self.log_file.flush()
         except OSError as e:
-            raise OutputError(f'cannot write {self.log_file.name}: {os_error_cause(e)}; the checkpoints written so '
-                              f'far are kept') from e
+            raise cannot_write(self.log_file.name, e, kept='the checkpoints written so far are kept') from e
         log.info('%s%s', line, f' | {extra}' if extra else '')
         return line
 
@@ -231,7 +230,7 @@ class Logger:
                     self.log_file.close()
                 except OSError as e:  # the last line could not be flushed
                     if exc_type is None:
-                        raise OutputError(f'cannot write {self.log_file.name}: {os_error_cause(e)}') from e
+                        raise cannot_write(self.log_file.name, e, kept=None) from e
                 finally:
                     self.log_file = None
 

@@ -27,8 +27,8 @@ import torch
 from modules.build import build_models, model_names
 from modules.checkpoint import load_state, read_checkpoint
 from modules.config import load_config, model_family
-from modules.errors import OutputError, UserError, exit_status, stop_on_sigterm
-from modules.fileio import atomic_path, check_folder, make_folder, os_error_cause
+from modules.errors import UserError, cannot_write, exit_status, os_error_cause, stop_on_sigterm
+from modules.fileio import atomic_path, check_folder, make_folder
 from modules.limits import LIMITS_HELP
 from modules.inference import optimize_for_inference
 from modules.vgg import fetch_vgg19_weights
@@ -108,20 +108,19 @@ def uses_checkpoint_folder(opt):
     return opt.checkpoint is not None and opt.mode in ('train', 'reconstruction', 'animate')
 
 
-def check_results_folder(opt):
-    """The folder the results go into (--checkpoint's, or --log_dir, created later if missing) must be
-    writable: checked before any work, and before anything is created; one-line OutputError otherwise."""
+def results_place(opt):
+    """(the folder the results go into or under, what names it in messages): --checkpoint's folder
+    when uses_checkpoint_folder(opt), else --log_dir."""
     if uses_checkpoint_folder(opt):
-        check_folder(Path(opt.checkpoint).parent, f'the results beside --checkpoint {opt.checkpoint}')
-    else:
-        check_folder(opt.log_dir, f'--log_dir {opt.log_dir}')
+        return Path(opt.checkpoint).parent, f'the results beside --checkpoint {opt.checkpoint}'
+    return Path(opt.log_dir), f'--log_dir {opt.log_dir}'
 
 
 def run_folder(opt, distributed):
     """<log_dir>/<config name> <dd_mm_yy_HH.MM.SS> as the original; the checkpoint's folder when
     uses_checkpoint_folder(opt)."""
     if uses_checkpoint_folder(opt):
-        return Path(opt.checkpoint).parent
+        return results_place(opt)[0]
     stamp = [strftime('%d_%m_%y_%H.%M.%S', gmtime())]
     if distributed:  # every rank uses rank 0's time stamp
         torch.distributed.broadcast_object_list(stamp, src=0)
@@ -143,8 +142,7 @@ def open_run_folder(opt, log_dir):
     """Creates the run folder (modules.fileio.make_folder: one-line OutputError if it cannot be
     written) with a copy of the config; everything logged (epoch summaries with speed, warnings)
     also goes to <run>/run.log."""
-    make_folder(log_dir, f'the results beside --checkpoint {opt.checkpoint}' if uses_checkpoint_folder(opt) else
-                f'--log_dir {opt.log_dir}')
+    make_folder(log_dir, results_place(opt)[1])
     config_copy = log_dir / Path(opt.config).name
     if not config_copy.exists():
         with atomic_path(config_copy) as tmp:
@@ -152,7 +150,7 @@ def open_run_folder(opt, log_dir):
     try:
         handler = RunLogHandler(log_dir / 'run.log')
     except OSError as e:
-        raise OutputError(f'cannot write {log_dir / "run.log"}: {os_error_cause(e)}') from e
+        raise cannot_write(log_dir / 'run.log', e, kept=None) from e
     handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
     logging.getLogger().addHandler(handler)
 
@@ -223,7 +221,8 @@ def main(argv=None):
             raise UserError(f'{opt.config} has no train_avd_params section: add one (see config/tpsmm-vox-256.yaml)')
         if opt.bf16 and family != 'fomm':
             raise UserError('--bf16 is for FOMM configs (TPSMM solves its splines in float32)')
-        check_results_folder(opt)
+        # where the results go must be writable: checked before any work and before anything is created
+        check_folder(*results_place(opt))
 
         device, distributed = setup_distributed(opt.cpu)
         device = device or pick_device(opt)

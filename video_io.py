@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from modules.errors import InputError, OutputError
-from modules.fileio import atomic_path, make_folder, os_error_cause, temp_path_for
+from modules.errors import InputError, OutputError, cannot_write
+from modules.fileio import atomic_path, check_written, make_folder, os_error_cause, temp_path_for
 from modules.limits import check_frame_pixels
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,6 @@ def iter_video_frames(path, start=0):
         raise InputError(f'{path}: cannot read it as a video; convert it to mp4') from e
     width, height = meta['size']
     try:
-        check_frame_pixels(width, height, f'each frame of {path}')
         for index, buffer in enumerate(reader):
             if index >= start:
                 yield np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, 3)
@@ -143,7 +142,6 @@ class _AtomicFrameWriter:
         self.fps = fps
         self.tmp = temp_path_for(self.path)
         self.frames = 0
-        self.finished = False
 
     def __enter__(self):
         return self
@@ -155,8 +153,7 @@ class _AtomicFrameWriter:
             self._write(np.ascontiguousarray(frame, dtype=np.uint8))
         except OSError as e:
             self.abort()
-            raise OutputError(f'writing {self.path} failed: {self._failure(e)}; the previous file (if any) is '
-                              f'kept') from e
+            raise cannot_write(self.path, self._failure(e)) from e
         self.frames += 1
 
     def _failure(self, error):
@@ -169,20 +166,13 @@ class _AtomicFrameWriter:
             try:
                 self._close()
             except OSError as e:
-                raise OutputError(f'writing {self.path} failed: {self._failure(e)}; the previous file (if any) is '
-                                  f'kept') from e
+                raise cannot_write(self.path, self._failure(e)) from e
             if self.frames == 0:
                 raise InputError(f'no frame to write to {self.path}: the driving video is empty')
-            if not self.tmp.is_file() or self.tmp.stat().st_size == 0:
-                raise OutputError(f'writing {self.path} failed: nothing was written; the previous file (if any) '
-                                  f'is kept')
-            problem = self._verify()
-            if problem:
-                raise OutputError(f'writing {self.path} failed: {problem}; the previous file (if any) is kept')
+            check_written(self.tmp, self.path, self._verify)
         except BaseException:
             self.abort()
             raise
-        self.finished = True
 
     def commit(self):
         """Renames the finished temporary file onto the target."""
@@ -190,8 +180,7 @@ class _AtomicFrameWriter:
             os.replace(self.tmp, self.path)
         except OSError as e:
             self.abort()
-            raise OutputError(f'cannot write {self.path}: {os_error_cause(e)}; the previous file (if any) is '
-                              f'kept') from e
+            raise cannot_write(self.path, e) from e
 
     def abort(self):
         """Stops the encoder and removes the temporary file; the target is left as it was."""
@@ -211,7 +200,7 @@ class _AtomicFrameWriter:
     def _kill(self):
         pass
 
-    def _verify(self):
+    def _verify(self, tmp):
         return None
 
 
@@ -280,8 +269,7 @@ class VideoWriter(_AtomicFrameWriter):
         self._stderr.close()
         self._process = None
         if returncode != 0:
-            raise OutputError(f'writing {self.path} failed: {ffmpeg_failure(returncode, stderr)}; the previous '
-                              f'file (if any) is kept')
+            raise cannot_write(self.path, ffmpeg_failure(returncode, stderr))
 
     def _kill(self):
         if self._process is not None:
@@ -289,8 +277,8 @@ class VideoWriter(_AtomicFrameWriter):
             self._process.wait()
             self._process = None
 
-    def _verify(self):
-        count = count_video_frames(self.tmp)
+    def _verify(self, tmp):
+        count = count_video_frames(tmp)
         if count is None:
             return 'the written video cannot be read back'
         if count != self.frames:
@@ -320,10 +308,10 @@ class GifWriter(_AtomicFrameWriter):
     def _kill(self):
         self._frames = []
 
-    def _verify(self):
+    def _verify(self, tmp):
         from PIL import Image
         try:
-            with Image.open(self.tmp) as image:
+            with Image.open(tmp) as image:
                 image.seek(image.n_frames - 1)  # reads every frame's header
                 image.load()
         except Exception as e:  # Pillow raises many kinds for a broken file
@@ -345,7 +333,7 @@ def mux_audio(video_path, audio_source, out_path):
             try:
                 os.replace(video_path, out_path)
             except OSError as e:
-                raise OutputError(f'cannot write {out_path}: {os_error_cause(e)}') from e
+                raise cannot_write(out_path, e) from e
         return False
 
     def verify(tmp):  # -shortest may end the video with a shorter audio track: any frame will do

@@ -23,10 +23,17 @@ _CAUSES = {
 _MACHINE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)
 
 
-def os_error_cause(error):
-    """A few words for an OSError (or an error caused by one): 'the disk is full', ..."""
+def os_error_in(error):
+    """The OSError that `error` is or was caused by (its __cause__ / __context__ chain), or None: torch's
+    zip writer, for one, reports a failed write as a RuntimeError raised while handling the OSError."""
     while error is not None and not isinstance(error, OSError):
         error = error.__cause__ or error.__context__
+    return error
+
+
+def os_error_cause(error):
+    """A few words for an OSError (or an error caused by one): 'the disk is full', ..."""
+    error = os_error_in(error)
     if error is None:
         return 'unknown cause'
     return _CAUSES.get(error.errno, error.strerror or str(error))
@@ -52,6 +59,13 @@ class OutputError(UserError):
     """A result cannot be written: its folder cannot be created or written, a folder is in the way,
     the disk is full or the file-size limit is reached, or the encoder failed. The previous result
     under that name is left as it was."""
+
+
+def cannot_write(path, cause, kept='the previous file (if any) is kept'):
+    """The OutputError of every failed write: 'cannot write <path>: <cause>; <kept>'. cause: a few
+    words, or the exception (os_error_cause words it)."""
+    words = cause if isinstance(cause, str) else os_error_cause(cause)
+    return OutputError(f'cannot write {path}: {words}' + (f'; {kept}' if kept else ''))
 
 
 class LimitError(InputError):
@@ -98,9 +112,7 @@ def entry_point_message(error):
         return 'terminated (SIGTERM); results written before are kept, the unfinished one was not written'
     if isinstance(error, MemoryError):
         return 'out of memory: use smaller inputs, a smaller --batch_size, or a machine with more memory'
-    cause = error
-    while cause is not None and not isinstance(cause, OSError):
-        cause = cause.__cause__ or cause.__context__
+    cause = os_error_in(error)
     if cause is not None and cause.errno in _MACHINE_ERRNOS:
         where = f' ({cause.filename})' if cause.filename else ''
         return f'cannot write{where}: {os_error_cause(cause)}; results written before are kept'

@@ -20,7 +20,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from modules.errors import OutputError, os_error_cause
+from modules.errors import OutputError, cannot_write, os_error_cause, os_error_in
 
 log = logging.getLogger(__name__)
 
@@ -121,31 +121,35 @@ def check_output_path(path, flag=None, suffixes=None):
     return path
 
 
-def _check_written(tmp, path, verify):
+def check_written(tmp, path, verify=None):
+    """Raises the OutputError of `path` if its temporary file `tmp` is missing or empty, or if
+    `verify(tmp)` names a problem (a writer's own check: the file reads back whole)."""
     if not tmp.is_file() or tmp.stat().st_size == 0:
-        raise OutputError(f'writing {path} failed: nothing was written; the previous file (if any) is kept')
-    if verify is not None:
-        problem = verify(tmp)
-        if problem:
-            raise OutputError(f'writing {path} failed: {problem}; the previous file (if any) is kept')
+        raise cannot_write(path, 'nothing was written')
+    problem = verify(tmp) if verify is not None else None
+    if problem:
+        raise cannot_write(path, problem)
 
 
 @contextlib.contextmanager
 def atomic_path(path, verify=None):
     """Yields a temporary path to write; when the block ends without an error, the written file is
     checked (not empty; `verify(tmp)` -> None or a problem string) and renamed onto `path`. The
-    temporary file is removed in every case. An OSError while writing (disk full, file-size limit,
-    read-only folder) becomes an OutputError naming `path`; `path` itself is untouched then."""
+    temporary file is removed in every case. An error of the file system while writing (an OSError,
+    or an error raised because of one: disk full, file-size limit, read-only folder) becomes an
+    OutputError naming `path`; `path` itself is untouched then."""
     path = Path(path)
     tmp = temp_path_for(path)
     try:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             yield tmp
-            _check_written(tmp, path, verify)
+            check_written(tmp, path, verify)
             os.replace(tmp, path)
-        except OSError as e:
-            raise OutputError(f'cannot write {path}: {os_error_cause(e)}; the previous file (if any) is kept') from e
+        except Exception as e:
+            if isinstance(e, OutputError) or os_error_in(e) is None:
+                raise
+            raise cannot_write(path, e) from e
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
@@ -178,12 +182,10 @@ def atomic_torch_save(obj, path):
     half-written). Raises OutputError naming `path` and the cause (disk full, file-size limit...)."""
     import torch
     path = Path(path)
-    with atomic_path(path, verify=verify_zip) as tmp:
-        try:
-            with open(tmp, 'wb') as f:
-                torch.save(obj, f)
-        except RuntimeError as e:  # torch's zip writer reports a failed write as RuntimeError
-            raise OutputError(f'cannot write {path}: {os_error_cause(e)}; the previous file (if any) is kept') from e
+    # Written through a Python file, so that a failed write surfaces as its OSError (the cause of the
+    # RuntimeError torch's zip writer raises), which atomic_path reports.
+    with atomic_path(path, verify=verify_zip) as tmp, open(tmp, 'wb') as f:
+        torch.save(obj, f)
     return path
 
 
@@ -194,4 +196,4 @@ def append_line(path, line):
         with open(path, 'a') as f:
             f.write(line + '\n')
     except OSError as e:
-        raise OutputError(f'cannot write {path}: {os_error_cause(e)}; the files written before are kept') from e
+        raise cannot_write(path, e, kept='the files written before are kept') from e
