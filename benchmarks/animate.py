@@ -38,12 +38,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import demo  # noqa: E402
-from animate import normalize_kp  # noqa: E402
-from demo import Animator, batched, default_batch_size  # noqa: E402
+from toolkit import demo  # noqa: E402
+from toolkit.animation import normalize_kp  # noqa: E402
+from toolkit.animation import ImageAnimator, batched, default_batch_size  # noqa: E402
 from modules.build import build_models  # noqa: E402
 from modules.config import load_config  # noqa: E402
 from modules.inference import inference_copy, optimize_for_inference  # noqa: E402
+from toolkit.devices import pick_device  # noqa: E402
 
 
 def per_frame_original(source_image, frames, generator, kp_detector, device):
@@ -64,7 +65,7 @@ def per_frame_original(source_image, frames, generator, kp_detector, device):
 
 def per_frame_tps(source_image, frames, models, device):
     """TPSMM's make_animation loop (relative mode): batch 1, the source re-encoded in every call."""
-    from animate import adapt_movement_scale_factor, relative_kp
+    from toolkit.animation import adapt_movement_scale_factor, relative_kp
     inpainting, kp_detector, dense_motion = models['inpainting_network'], models['kp_detector'], \
         models['dense_motion_network']
     out = []
@@ -91,7 +92,7 @@ def tps_benchmark(opt, device, source, frames):
     models = {name: model.eval() for name, model in models.items()}
     optimized = {name: optimize_for_inference(copy.deepcopy(model)) for name, model in models.items()}
     generator = TpsGenerator(optimized['inpainting_network'], optimized['dense_motion_network'])
-    animators = {fast: Animator(source, generator, optimized['kp_detector'], fast=fast) for fast in (False, True)}
+    animators = {fast: ImageAnimator(source, generator, optimized['kp_detector'], fast=fast) for fast in (False, True)}
     api = lambda: demo.make_animation(source, frames, models['inpainting_network'], models['kp_detector'],  # noqa: E731
                                       models['dense_motion_network'], None, device, mode='relative')
     exact_diff, fast_psnr, api_diff = compare_paths(
@@ -143,13 +144,13 @@ def bundled_model_psnr():
     """PSNR of --fast against the exact path with the bundled model's weights on its sample (real
     weights: random ones say little about how int8 and bfloat16 rounding add up)."""
     import imageio.v3 as iio
-    import demo
+    from toolkit import demo
     folder = REPO / 'pretrained' / 'cartoon-64'
     generator, kp_detector = demo.load_checkpoints(REPO / 'config' / 'cartoon-64.yaml', folder / 'cartoon-64.pth.tar',
                                                    cpu=True)
     source = iio.imread(folder / 'source.png')[..., :3] / 255.0
     frames = np.stack(list(iio.imiter(folder / 'driving.mp4'))) / 255.0
-    results = [Animator(source, generator, kp_detector, relative=True, adapt_movement_scale=True, fast=fast)(frames)
+    results = [ImageAnimator(source, generator, kp_detector, relative=True, adapt_movement_scale=True, fast=fast)(frames)
                for fast in (False, True)]
     return psnr(*results), len(frames)
 
@@ -173,7 +174,7 @@ def time_runs(runs, rounds, frames, device):
 
 def faces_benchmark(generator, kp_detector, device, num_frames, rounds):
     """Prints s/frame of 1, 2 and 4 faces: batched (one FaceAnimator) vs one face after another."""
-    from multi_face import FaceAnimator
+    from toolkit.multi_face import FaceAnimator
     rng = np.random.default_rng(0)
     photo = rng.integers(0, 256, (512, 2048, 3), dtype=np.uint8)
     frames = rng.random((num_frames, 256, 256, 3), dtype=np.float32)
@@ -216,22 +217,25 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--frames', type=int, default=16)
     parser.add_argument('--rounds', type=int, default=3)
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--family', choices=['fomm', 'tps'], default='fomm',
+    parser.add_argument('--device', default=str(pick_device()))
+    parser.add_argument('--family', choices=list(BENCHMARKS), default='fomm',
                         help='tps: TPSMM\'s vox-256 models instead of FOMM\'s')
     parser.add_argument('--faces', action='store_true',
                         help='only the multi-face benchmark: 1, 2, 4 faces, batched vs one after another')
     opt = parser.parse_args()
-    device = torch.device(opt.device)
     torch.manual_seed(0)
-    if opt.family == 'tps':
-        rng = np.random.default_rng(0)
-        source = rng.random((256, 256, 3), dtype=np.float32)
-        print(f'{torch.get_num_threads()} threads, torch {torch.__version__}, device {device}, '
-              f'{opt.frames} frames of 256x256, TPSMM vox-256 models')
-        tps_benchmark(opt, device, source, [np.roll(source, shift=(2 * t, 3 * t), axis=(0, 1))
-                                            for t in range(opt.frames)])
-        return
+    BENCHMARKS[opt.family](opt, torch.device(opt.device))
+
+
+def tps_main(opt, device):
+    rng = np.random.default_rng(0)
+    source = rng.random((256, 256, 3), dtype=np.float32)
+    print(f'{torch.get_num_threads()} threads, torch {torch.__version__}, device {device}, '
+          f'{opt.frames} frames of 256x256, TPSMM vox-256 models')
+    tps_benchmark(opt, device, source, [np.roll(source, shift=(2 * t, 3 * t), axis=(0, 1)) for t in range(opt.frames)])
+
+
+def fomm_main(opt, device):
     config = load_config(REPO / 'config' / 'vox-256.yaml')
     models = build_models(config['model_params'], names=['generator', 'kp_detector'], device=device)
     generator, kp_detector = models['generator'].eval(), models['kp_detector'].eval()
@@ -250,7 +254,7 @@ def main():
 
     setup, animators = {}, {}
     for fast in (False, True):
-        setup[fast], animators[fast] = setup_seconds(lambda: Animator(
+        setup[fast], animators[fast] = setup_seconds(lambda: ImageAnimator(
             source, folded_generator, folded_kp_detector, relative=True, adapt_movement_scale=True, fast=fast))
     api_setup, _ = setup_seconds(lambda: [inference_copy(copy.deepcopy(m)) for m in (generator, kp_detector)], 1)
     api = lambda: demo.make_animation(source, frames, generator, kp_detector, relative=True,  # noqa: E731
@@ -269,6 +273,8 @@ def main():
         print(f'demo.py peak RSS at 64x64: {small:.0f} MB for 200 frames, {large:.0f} MB for 2000 frames '
               f'(ratio {large / small:.2f})')
 
+
+BENCHMARKS = {'fomm': fomm_main, 'tps': tps_main}  # each family's yardstick: its original's per-frame loop
 
 if __name__ == '__main__':
     main()

@@ -17,50 +17,14 @@ plus the training time. Results accumulate in <work>/results.json; prints a Mark
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / 'benchmarks'))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-FAMILIES = {'FOMM': REPO / 'config' / 'cartoon-64.yaml', 'FOMM-original': REPO / 'config' / 'cartoon-64.yaml',
-            'TPSMM': REPO / 'config' / 'tpsmm-cartoon-64.yaml', 'CPABMM': REPO / 'config' / 'cpabmm-cartoon-64.yaml'}
-# FOMM-original: the bundled config without the three options the original FOMM does not have
-ORIGINAL_FOMM = {'generator_params': {'skips': False, 'paste_source': False}, 'loss_weights': {'l1': 0}}
-
-
-def budget_config(config_path, epochs, work, original=False):
-    """A copy of `config_path` trained for `epochs` epochs without learning-rate decay; original=True
-    turns the generator's skips and paste_source and the pixel L1 loss off (the original FOMM)."""
-    config = yaml.safe_load(Path(config_path).read_text())
-    if original:
-        config['model_params']['generator_params'].update(ORIGINAL_FOMM['generator_params'])
-        config['train_params']['loss_weights'].update(ORIGINAL_FOMM['loss_weights'])
-    params = config['train_params']
-    params.update(num_epochs=epochs, epoch_milestones=[], checkpoint_freq=epochs)
-    if 'dropout_epoch' in params:
-        params.update(dropout_epoch=max(1, round(epochs * 0.35)), dropout_inc_epoch=1)
-    config.pop('segmentation_params', None)
-    path = Path(work) / (Path(config_path).stem + ('-original' if original else '') + '.yaml')
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def train(config, work, cpu):
-    import run
-    log_dir = Path(work) / 'log'
-    before = set(log_dir.glob('*')) if log_dir.exists() else set()
-    started = time.perf_counter()
-    args = ['--config', str(config), '--mode', 'train', '--log_dir', str(log_dir), '--seed', '0']
-    if run.main(args + (['--cpu'] if cpu else [])) != 0:
-        raise SystemExit(f'training {config} failed')
-    minutes = (time.perf_counter() - started) / 60
-    (folder,) = set(log_dir.glob('*')) - before
-    return sorted(folder.glob('*-checkpoint.pth.tar'))[-1], minutes
-
+from toolkit import cartoon_quality  # noqa: E402
+from toolkit.cartoon_quality import FAMILIES, budget_config, train  # noqa: E402
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -70,7 +34,6 @@ def main(argv=None):
     parser.add_argument('--only', choices=list(FAMILIES), nargs='+', default=list(FAMILIES),
                         help='train and measure these families only (in this order)')
     opt = parser.parse_args(argv)
-    import cartoon_quality
     work = Path(opt.work)
     work.mkdir(parents=True, exist_ok=True)
     results_path = work / 'results.json'

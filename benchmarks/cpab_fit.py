@@ -21,8 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from modules.tpsmm.cpab import CPAB, fit_adam, fit_gauss_newton  # noqa: E402
-from modules.tpsmm.cpab_dense_motion import GLOBAL_REGULARIZATION, PARTIAL_REGULARIZATION  # noqa: E402
+from modules.cpabmm.cpab import CPAB, fit_adam, fit_gauss_newton  # noqa: E402
+from modules.cpabmm.dense_motion import GLOBAL_REGULARIZATION, PARTIAL_REGULARIZATION  # noqa: E402
 
 
 def keypoint_pairs(batch, num_cpab=10, seed=0):

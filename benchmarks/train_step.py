@@ -6,8 +6,7 @@ own step, without and with the GAN losses (vox-256 vs vox-adv-256 loss settings)
 
 Random weights (VGG19 too: speed does not depend on the values). Prints the machine, the median
 seconds per iteration after one warm-up iteration, images/s and the process's peak memory. On CUDA
-it also measures batch 16. The original took 7.7 s/it (no GAN) and 9.8 s/it (GAN) with 3.0-3.5 GB on
-one of the 2-core CPU machines this project runs on (they vary by up to 2x).
+it also measures batch 16. The measured runs are in docs/training.md.
 """
 import argparse
 import copy
@@ -26,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from modules.build import build_models  # noqa: E402
 from modules.config import load_config  # noqa: E402
 from modules.model import Vgg19  # noqa: E402
-from train import FommTraining  # noqa: E402
+from toolkit.training import FommTraining  # noqa: E402
+from toolkit.devices import pick_device  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--iters', type=int, default=3)
     parser.add_argument('--batch_size', type=int, default=2)
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--device', default=str(pick_device()))
     parser.add_argument('--bf16', action=argparse.BooleanOptionalAction, default=True,
                         help='also time run.py --bf16 (bfloat16 autocast) against float32 (default: on)')
     opt = parser.parse_args()

@@ -18,10 +18,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import cartoon_faces  # noqa: E402
-from demo import BUNDLED_DEFAULTS, driving_frames, load_checkpoints, side_by_side  # noqa: E402
-from multi_face import animate_faces  # noqa: E402
-from video_io import open_writer, read_video_meta  # noqa: E402
+from toolkit import cartoon as cartoon_faces  # noqa: E402
+from toolkit.demo import BUNDLED_DEFAULTS, driving_frames, load_checkpoints, side_by_side  # noqa: E402
+from toolkit.multi_face import animate_faces  # noqa: E402
+from toolkit.video_io import open_writer, read_video_meta  # noqa: E402
 
 
 def cartoon_group(size=128, identities=(1, 3, 5), seed=2029, margin=16):
@@ -39,7 +39,7 @@ def cartoon_group(size=128, identities=(1, 3, 5), seed=2029, margin=16):
 
 def part_swap_picture():
     import tempfile
-    import part_swap
+    from toolkit import part_swap
     out = REPO / 'docs' / 'part_swap.gif'
     bundled = BUNDLED_DEFAULTS['checkpoint'].parent
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,15 +19,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from modules.build import MODEL_NAMES, TPS_MODEL_NAMES, build_models
+from modules.build import all_model_names, build_models
 from modules.errors import CheckpointError, ConfigError
+from modules.families import REGISTRY
 from modules.fileio import atomic_torch_save
 from modules.util import unwrap
 
 log = logging.getLogger(__name__)
 
 OPTIMIZER_NAMES = ('optimizer_generator', 'optimizer_discriminator', 'optimizer_kp_detector')
-ALL_MODEL_NAMES = MODEL_NAMES + tuple(n for n in TPS_MODEL_NAMES if n not in MODEL_NAMES)  # both families
 _SHOWN = 3  # keys listed per category in a one-line message
 
 
@@ -53,7 +53,7 @@ def read_checkpoint(path, map_location='cpu'):
                               f'the file is corrupt or truncated, download or copy it again') from e
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f'{path} holds a {type(checkpoint).__name__}, not a checkpoint dict of '
-                              f'models (FOMM: {", ".join(MODEL_NAMES)}; TPSMM: {", ".join(TPS_MODEL_NAMES)})')
+                              f'models ({_families_models()})')
     return checkpoint
 
 
@@ -119,7 +119,7 @@ def fitting_configs(checkpoint, config_paths=None, names=None):
     """
     from modules.config import find_config_files, load_config  # the config module imports nothing of ours
 
-    names = names or [n for n in ALL_MODEL_NAMES if isinstance(checkpoint.get(n), dict)]
+    names = names or [n for n in all_model_names() if isinstance(checkpoint.get(n), dict)]
     fits, closest, fewest = [], None, None
     for config_path in (config_paths if config_paths is not None else find_config_files()):
         try:
@@ -169,16 +169,29 @@ def _skips_hint(name, missing, unexpected, misshaped):
             'generator_params.skips)')
 
 
+def _families_models():
+    """'FOMM: generator, ...; TPSMM / CPABMM: inpainting_network, ...' from the registry."""
+    groups = {}
+    for family in REGISTRY.values():
+        groups.setdefault(family.checkpoint_names, []).append(family.title)
+    return '; '.join(f'{" / ".join(titles)}: {", ".join(names)}' for names, titles in groups.items())
+
+
+def _article(word):
+    """'a' or 'an' before an abbreviation read letter by letter (an FOMM, a TPSMM)."""
+    return 'an' if word[:1].upper() in 'AEFHILMNORSX' else 'a'
+
+
 def _family_hint(checkpoint):
-    """Which family's checkpoint this looks like, and the configs that fit it."""
-    if 'inpainting_network' in checkpoint:
-        family = ('a TPSMM / CPABMM checkpoint (inpainting_network, dense_motion_network, ...): use a TPSMM or '
-                  'CPABMM config')
-    elif 'generator' in checkpoint:
-        family = 'an FOMM checkpoint (generator, kp_detector, ...): use an FOMM config'
-    else:
-        return 'it holds neither FOMM nor TPSMM / CPABMM models'
-    names = [n for n in ALL_MODEL_NAMES if isinstance(checkpoint.get(n), dict)]
+    """Which families' checkpoint this looks like (their demo's first network is in it), and the
+    configs that fit it."""
+    titles = [family.title for family in REGISTRY.values() if family.demo_models[0] in checkpoint]
+    if not titles:
+        return 'it holds the networks of no known motion family (' + _families_models() + ')'
+    first = next(f for f in REGISTRY.values() if f.title == titles[0])
+    family = (f'{_article(titles[0])} {" / ".join(titles)} checkpoint ({", ".join(first.demo_models[:2])}, ...): use '
+              f'{_article(titles[0])} {" or ".join(titles)} config')
+    names = [n for n in all_model_names() if isinstance(checkpoint.get(n), dict)]
     fits, _ = fitting_configs(checkpoint, names=names)
     return family + (' such as ' + ' / '.join(display_path(p) for p in fits) if fits else '')
 
@@ -223,7 +236,7 @@ def load_state(checkpoint, modules, source=None, config_path=None, optional=(), 
                 problems.append(message + _skips_hint(name, missing, unexpected, misshaped))
         present[name] = state
     if problems:
-        model_names = [n for n in present if isinstance(modules[n], nn.Module) and n in ALL_MODEL_NAMES]
+        model_names = [n for n in present if isinstance(modules[n], nn.Module) and n in all_model_names()]
         raise CheckpointError(f'{source} does not fit{against}: ' + '; '.join(problems) + '; '
                               + _fit_hint(checkpoint, model_names))
 

@@ -15,29 +15,15 @@ import torch
 from torch import nn
 
 from modules.errors import InputError
+from modules.vgg_layers import vgg19_feature_layers
 
 log = logging.getLogger(__name__)
 
 VGG19_FILENAME = 'vgg19-dcbb9e9d.pth'
 VGG19_URL = 'https://download.pytorch.org/models/' + VGG19_FILENAME
 
-# torchvision's VGG19 configuration "E": conv widths, 'M' = 2x2 max-pool.
-_VGG19_CFG = [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M', 512, 512, 512, 512, 'M', 512, 512, 512, 512, 'M']
 # The original splits features[0:30] into 5 slices ending at relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
 _SLICE_ENDS = (2, 7, 12, 21, 30)
-
-
-def vgg19_feature_layers(num_layers=30):
-    """[(torchvision index, layer)] of vgg19().features, truncated to the first `num_layers` layers."""
-    layers, in_channels = [], 3
-    for width in _VGG19_CFG:
-        if width == 'M':
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-        else:
-            layers.append(nn.Conv2d(in_channels, width, kernel_size=3, padding=1))
-            layers.append(nn.ReLU(inplace=True))
-            in_channels = width
-    return list(enumerate(layers[:num_layers]))
 
 
 class Vgg19(nn.Module):

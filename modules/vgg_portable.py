@@ -18,7 +18,7 @@ weights to check the regeneration.
 import numpy as np
 import torch
 
-from modules.vgg import vgg19_feature_layers
+from modules.vgg_layers import vgg19_feature_layers
 
 _GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)

@@ -1,6 +1,6 @@
-"""Launched by tests/test_ddp.py with torchrun (2 CPU processes, gloo): trains through train.train
-(train.train_tps for a TPSMM config) and saves each rank's final weights, so the test can check that
-the ranks agree."""
+"""Launched by tests/test_ddp.py with torchrun (2 CPU processes, gloo): trains the config's family's
+training class (modules.families) through toolkit.training.fit and saves each rank's final weights, so
+the test can check that the ranks agree."""
 import sys
 from pathlib import Path
 
@@ -8,11 +8,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from frames_dataset import FramesDataset  # noqa: E402
+from toolkit.datasets import FramesDataset  # noqa: E402
 from modules.build import build_models  # noqa: E402
-from modules.config import load_config, model_family  # noqa: E402
-from run import setup_distributed  # noqa: E402
-from train import train, train_tps  # noqa: E402
+from modules.config import load_config  # noqa: E402
+from modules.families import family_of  # noqa: E402
+from toolkit.runner import setup_distributed  # noqa: E402
+from toolkit.training import fit  # noqa: E402
 
 
 def main(config_path, log_dir, out_dir):
@@ -21,12 +22,11 @@ def main(config_path, log_dir, out_dir):
     config = load_config(config_path)
     models = build_models(config['model_params'], device=device)
     dataset = FramesDataset(is_train=True, **config['dataset_params'])
-    if model_family(config['model_params']) == 'tps':
-        models.pop('avd_network')
-        train_tps(config, models, None, log_dir, dataset, [], device=device, distributed=distributed)
-    else:
-        train(config, models['generator'], models['discriminator'], models['kp_detector'], None, log_dir, dataset,
-              [], device=device, distributed=distributed)
+    family = family_of(config['model_params'])
+    for name in family.trained_apart:
+        models.pop(name)
+    fit(config, family.training(config['train_params'], models), None, log_dir, dataset, [], device=device,
+        distributed=distributed)
     torch.save({name: model.state_dict() for name, model in models.items()},
                Path(out_dir) / f'rank{distributed["rank"]}.pt')
     torch.distributed.destroy_process_group()

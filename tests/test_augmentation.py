@@ -7,7 +7,7 @@ import torch
 from skimage.color import hsv2rgb, rgb2hsv
 from skimage.transform import resize, rotate
 
-from augmentation import (AllAugmentationTransform, ColorJitter, RandomCrop, RandomFlip, RandomResize,
+from toolkit.augmentation import (AllAugmentationTransform, ColorJitter, RandomCrop, RandomFlip, RandomResize,
                           RandomRotation, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation,
                           hsv_to_rgb, rgb_to_hsv, torch_seeded_rng)
 from modules.errors import ConfigError

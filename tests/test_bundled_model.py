@@ -10,20 +10,13 @@ import pytest
 import torch
 import yaml
 
-import cartoon_faces
+from toolkit import cartoon as cartoon_faces
+from toolkit import cartoon_quality
 from tests.conftest import REPO
 
 CONFIG = REPO / 'config' / 'cartoon-64.yaml'
 BUNDLED = REPO / 'pretrained' / 'cartoon-64'
 CHECKPOINT = BUNDLED / 'cartoon-64.pth.tar'
-
-
-def load_quality_module():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('cartoon_quality', REPO / 'benchmarks' / 'cartoon_quality.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def train_one_epoch(tmp_path, data, log_dir, num_workers):
@@ -74,7 +67,7 @@ def test_bare_demo_animates_the_bundled_samples(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / 'demo.py')], cwd=tmp_path, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    from video_io import read_video_meta
+    from toolkit.video_io import read_video_meta
     result, driving = tmp_path / 'result.mp4', BUNDLED / 'driving.mp4'
     assert read_video_meta(result)['fps'] == read_video_meta(driving)['fps']
     frames, driving_frames = read_frames(result), read_frames(driving)
@@ -98,7 +91,7 @@ def test_bare_demo_animates_the_bundled_samples(tmp_path):
 def quality(tmp_path_factory):
     """The model card's evaluation (benchmarks/cartoon_quality.py defaults), recomputed from the
     shipped checkpoint on a freshly generated dataset."""
-    return load_quality_module().evaluate(str(CONFIG), str(CHECKPOINT), work=tmp_path_factory.mktemp('quality'),
+    return cartoon_quality.evaluate(str(CONFIG), str(CHECKPOINT), work=tmp_path_factory.mktemp('quality'),
                                           segmentation_checkpoint=str(BUNDLED / 'segmentation.pth.tar'))
 
 

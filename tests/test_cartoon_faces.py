@@ -8,8 +8,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-import cartoon_faces as cf
-from frames_dataset import FramesDataset, PairedDataset
+from toolkit import cartoon as cf
+from toolkit.datasets import FramesDataset, PairedDataset
 from tests.conftest import REPO
 
 
@@ -94,7 +94,7 @@ def test_landmarks_lie_on_their_parts(index):
 
 def test_mp4_format(tmp_path):
     cf.generate(tmp_path, videos=2, frames=5, size=32, seed=0, test_videos=1, fmt='mp4', progress=False)
-    from video_io import read_video_meta
+    from toolkit.video_io import read_video_meta
     meta = read_video_meta(tmp_path / 'train' / 'face00000.mp4')
     assert meta['size'] == (32, 32) and meta['fps'] == cf.FPS
     video = FramesDataset(tmp_path, frame_shape=(32, 32, 3), is_train=False)[0]['video']

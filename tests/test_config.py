@@ -1,4 +1,4 @@
-"""Tests of modules/config.py and of the official configs in config/.
+"""Tests of the config package (modules/config/) and of the official configs in config/.
 
 The reference model_params come from tests/data/fomm_keys/<name>.json (state-dict key lists of the
 original implementation, built from the original configs); the other expected values were read from

@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-import demo
-from animate import Animator, to_tensor
+from toolkit import demo
+from toolkit.animation import Animator, to_tensor
 from modules.build import build_models
 from modules.config import validate_config
 from modules.errors import ConfigError
@@ -136,7 +136,7 @@ def state_copy(model):
 
 def per_frame_unoptimised(source, frames, generator, kp_detector):
     """The original make_animation's loop on the models as loaded (no rewrite), relative + adapt scale."""
-    from animate import normalize_kp
+    from toolkit.animation import normalize_kp
     out = []
     with torch.no_grad():
         src = to_tensor(source)

@@ -1,12 +1,12 @@
-"""CPAB transforms (modules/tpsmm/cpab.py): the basis, diffeomorphism, identity, gradients, the
+"""CPAB transforms (modules/cpabmm/cpab.py): the basis, diffeomorphism, identity, gradients, the
 integrator's accuracy, and the keypoint fit (Gauss-Newton vs CPABMM's Adam) on random and real
 keypoint sets."""
 import numpy as np
 import pytest
 import torch
 
-from modules.tpsmm.cpab import CPAB, constraint_matrix, cpab_basis, fit_adam, fit_gauss_newton
-from modules.tpsmm.cpab_dense_motion import GLOBAL_REGULARIZATION
+from modules.cpabmm.cpab import CPAB, constraint_matrix, cpab_basis, fit_adam, fit_gauss_newton
+from modules.cpabmm.dense_motion import GLOBAL_REGULARIZATION
 from tests.conftest import REPO
 
 BUNDLED = REPO / 'pretrained' / 'cartoon-64'
@@ -140,7 +140,7 @@ def test_warm_start_from_the_previous_frame_converges_sooner():
 def bundled_keypoints():
     """The bundled FOMM's keypoints on its sample driving video: frame 0 and every 10th frame, in [0, 1]."""
     from demo import load_checkpoints
-    from video_io import iter_video_frames
+    from toolkit.video_io import iter_video_frames
     _, kp_detector = load_checkpoints(str(REPO / 'config' / 'cartoon-64.yaml'), str(BUNDLED / 'cartoon-64.pth.tar'),
                                       cpu=True)
     frames = np.stack([f for i, f in enumerate(iter_video_frames(BUNDLED / 'driving.mp4')) if i % 10 == 0])
@@ -188,7 +188,7 @@ def test_the_basis_is_the_same_with_any_number_of_threads(tmp_path):
     import os
     import subprocess
     import sys
-    code = ('import numpy as np; from modules.tpsmm.cpab import cpab_basis; '
+    code = ('import numpy as np; from modules.cpabmm.cpab import cpab_basis; '
             'np.save(__import__("sys").argv[1], cpab_basis(4, 4))')
     bases = []
     for threads, tmp in (('1', 'one.npy'), ('2', 'two.npy')):
@@ -201,7 +201,7 @@ def test_the_basis_is_the_same_with_any_number_of_threads(tmp_path):
 def test_the_fit_stops_once_every_sample_has_converged(monkeypatch):
     """The global fit of real keypoints (50 of them: over-determined) reaches its floor in a few
     steps: it stops there (ftol) instead of running out its iterations, at the same error."""
-    import modules.tpsmm.cpab as cpab_module
+    import modules.cpabmm.cpab as cpab_module
     calls = []
     residual = cpab_module._residual
     monkeypatch.setattr(cpab_module, '_residual', lambda *a, **k: calls.append(1) or residual(*a, **k))

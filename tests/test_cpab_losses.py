@@ -1,4 +1,4 @@
-"""CPABMM's feature losses (modules/tpsmm/feature_losses.py) with small random-weight extractors, the
+"""CPABMM's feature losses (modules/cpabmm/feature_losses.py) with small random-weight extractors, the
 DINO ViT and SAM encoders' state-dict layouts, and the errors for missing weight files."""
 import pytest
 import torch
@@ -6,7 +6,7 @@ import yaml
 
 from modules.errors import InputError
 from modules.sam_encoder import SamImageEncoder
-from modules.tpsmm.feature_losses import KeypointSemanticLoss, StructureLoss, load_extractor
+from modules.cpabmm.feature_losses import KeypointSemanticLoss, StructureLoss, load_extractor
 from modules.vit import VisionTransformer
 from tests.conftest import REPO
 
@@ -124,7 +124,7 @@ def cpab_train_config(**train):
 def test_generator_full_model_adds_both_losses():
     from modules.build import build_models
     from modules.config import validate_config
-    from modules.tpsmm.model import GeneratorFullModel
+    from modules.cpabmm.model import GeneratorFullModel
     config = validate_config(cpab_train_config(use_vit_loss=True))
     config['train_params']['loss_weights'].update(structure=0.1, sam=1)
     models = build_models(config['model_params'])

@@ -6,8 +6,10 @@ import torch
 import yaml
 
 from modules.build import build_models, model_names
-from modules.config import ConfigError, load_config, model_family, motion_model, validate_config
-from modules.tpsmm import CpabDenseMotionNetwork
+from modules.config import ConfigError, load_config, motion_model, validate_config
+from modules.families import family_of
+from modules.tpsmm.training import TpsTraining
+from modules.cpabmm import CpabDenseMotionNetwork
 from modules.util import make_coordinate_grid
 from tests.conftest import REPO
 from tests.test_tpsmm_run import log_lines, tps_config
@@ -20,7 +22,7 @@ CONFIGS = ['vox-256', 'taichi-256', 'ted-384', 'mgif-256', 'cartoon-64']
 def test_shipped_configs_are_cpabmms(name):
     config = load_config(REPO / 'config' / f'cpabmm-{name}.yaml')
     model = config['model_params']
-    assert motion_model(model) == 'cpab' and model_family(model) == 'tps'
+    assert motion_model(model) == 'cpab' and issubclass(family_of(model).training, TpsTraining)
     assert model['dense_motion_params']['max_iter'] == (200 if name == 'taichi-256' else 100)
     weights = config['train_params']['loss_weights']
     assert weights['structure'] == 0 and weights['sam'] == 0 and not config['train_params']['use_vit_loss']
@@ -234,7 +236,7 @@ def test_train_avd_and_the_demo_in_every_mode(trained, tmp_path):
     import imageio.v3 as iio
     iio.imwrite(tmp_path / 'source.png', source)
     write_video(str(tmp_path / 'driving.mp4'), [np.roll(source, 3 * t, axis=1) for t in range(6)])
-    from video_io import read_video_meta
+    from toolkit.video_io import read_video_meta
     for mode in ('standard', 'relative', 'avd'):
         result = tmp_path / f'{mode}.mp4'
         out = __import__('subprocess').run(

@@ -8,7 +8,6 @@ frame, but false hits with the 2 that a detection needs (the hairline above the 
 uncoded frames, 1-4 in the coded ones) come and go with that coding noise, and --max_gap bridges their
 misses: such a false track may or may not be printed besides the face's. The tests therefore pick the
 face's command out by where the face is: exactly one command holds it, and its track is the longest."""
-import importlib.util
 import re
 import subprocess
 import sys
@@ -18,9 +17,10 @@ import numpy as np
 import pytest
 from skimage import data
 
-import face_detection
+from toolkit import cropping as crop_video
+from toolkit import faces as face_detection
 from tests.video_utils import write_video
-from video_io import ffmpeg_exe, iter_video_frames, read_video_meta
+from toolkit.video_io import ffmpeg_exe, iter_video_frames, read_video_meta
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / 'crop-video.py'
@@ -30,16 +30,6 @@ COMMAND = re.compile(r'^ffmpeg -i (\S+) -ss ([0-9.]+) -t ([0-9.]+) '
 FPS = 25
 NUM_FRAMES = 60
 WINDOW = (240, 320)  # (H, W) of the window that pans over the 512x512 astronaut
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location('crop_video', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-crop_video = load_script()
 
 
 def window_origin(t):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import demo
+from toolkit import demo
 from tests.conftest import FIXTURE_DIR, REPO
 from tests.video_utils import square_frames, write_video
-from video_io import iter_video_frames, read_video_meta, ffmpeg_exe
+from toolkit.video_io import iter_video_frames, read_video_meta, ffmpeg_exe
 
 CONFIG = FIXTURE_DIR / 'config.yaml'
 CHECKPOINT = FIXTURE_DIR / 'checkpoint.pth.tar'
@@ -87,7 +87,7 @@ def test_cli_writes_a_playable_video(tmp_path, inputs, flags):
 
 def encoded(frames, tmp_path, name):
     """The frames as they come back from an mp4 written by the same writer as the demo's."""
-    from video_io import VideoWriter
+    from toolkit.video_io import VideoWriter
     with VideoWriter(tmp_path / name, fps=15) as writer:
         for frame in frames:
             writer.write(np.rint(np.clip(frame, 0, 1) * 255).astype(np.uint8))
@@ -178,8 +178,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path, inputs):
 
 def test_fast_mode_is_close_to_exact(models, ref):
     source, driving = fixture_inputs(ref)
-    exact = demo.Animator(source, *models)(np.stack(driving))
-    fast = demo.Animator(source, *models, fast=True)(np.stack(driving))
+    exact = demo.ImageAnimator(source, *models)(np.stack(driving))
+    fast = demo.ImageAnimator(source, *models, fast=True)(np.stack(driving))
     mse = float(np.mean((exact - fast) ** 2))
     assert 0 < mse and 10 * np.log10(1 / mse) > 35, 'bfloat16 / int8 generator: small but non-zero differences'
 
@@ -195,7 +195,7 @@ def test_fast_mode_is_close_to_exact_with_the_bundled_model():
                                                    str(folder / 'cartoon-64.pth.tar'), cpu=True)
     source = iio.imread(folder / 'source.png')[..., :3] / 255.0
     driving = np.stack(list(iio.imiter(folder / 'driving.mp4'))[:40]) / 255.0
-    exact, fast = (demo.Animator(source, generator, kp_detector, fast=fast)(driving) for fast in (False, True))
+    exact, fast = (demo.ImageAnimator(source, generator, kp_detector, fast=fast)(driving) for fast in (False, True))
     mse = float(np.mean((exact - fast) ** 2))
     assert 0 < mse and 10 * np.log10(1 / mse) > 45
     assert np.abs(exact - fast).max() < 0.02

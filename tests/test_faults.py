@@ -27,7 +27,7 @@ from modules.checkpoint import read_checkpoint
 from tests.conftest import REPO
 from tests.rss import peak_rss_mb
 from tests.test_train import make_config, make_dataset
-from video_io import ffmpeg_exe, iter_video_frames
+from toolkit.video_io import ffmpeg_exe, iter_video_frames
 
 BUNDLED = REPO / 'pretrained' / 'cartoon-64'
 CONFIG = REPO / 'config' / 'cartoon-64.yaml'

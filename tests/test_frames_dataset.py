@@ -4,14 +4,15 @@ import logging
 import os
 
 import imageio.v3 as iio
+import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import frames_dataset
-from frames_dataset import DatasetRepeater, FramesDataset, PairedDataset, read_video, split_videos
+from toolkit import datasets as frames_dataset
+from toolkit.datasets import DatasetRepeater, FramesDataset, PairedDataset, read_video, split_videos
 from modules.errors import ConfigError, InputError
 from tests.video_utils import frame_index, square_frames, write_folder, write_gif, write_strip, write_video
 
@@ -40,7 +41,7 @@ def split_dirs(root):
 
 
 def warnings_of(caplog):
-    return [r.getMessage() for r in caplog.records if r.name == 'frames_dataset' and r.levelno >= logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == 'toolkit.datasets' and r.levelno >= logging.WARNING]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -95,7 +96,7 @@ def test_reading_two_frames_does_not_decode_the_video(tmp_path, monkeypatch):
     write_video(os.path.join(train, 'long.mp4'), square_frames(250))
     make_video(test, 'v.png')
     calls = []
-    real_read_frames = frames_dataset.imageio_ffmpeg.read_frames
+    real_read_frames = imageio_ffmpeg.read_frames
 
     def counting_read_frames(path, *args, **kwargs):
         call = {'input_params': kwargs.get('input_params'), 'output_params': kwargs.get('output_params'),
@@ -107,7 +108,7 @@ def test_reading_two_frames_does_not_decode_the_video(tmp_path, monkeypatch):
             call['frames'] += 1
             yield frame
 
-    monkeypatch.setattr(frames_dataset.imageio_ffmpeg, 'read_frames', counting_read_frames)
+    monkeypatch.setattr(imageio_ffmpeg, 'read_frames', counting_read_frames)
     dataset = FramesDataset(tmp_path, frame_shape=SHAPE, is_train=True)
     torch.manual_seed(3)
     for _ in range(4):
@@ -160,7 +161,7 @@ def test_other_frame_size_is_resized_with_one_warning(tmp_path, caplog):
     for name in ('a', 'b'):
         write_folder(os.path.join(test, name), square_frames(3, 48, 64))
         write_folder(os.path.join(train, name), square_frames(3, 48, 64))
-    caplog.set_level(logging.WARNING, logger='frames_dataset')
+    caplog.set_level(logging.WARNING, logger='toolkit.datasets')
     for is_train in (False, True):
         caplog.clear()
         dataset = FramesDataset(tmp_path, frame_shape=SHAPE, is_train=is_train)
@@ -302,7 +303,7 @@ def test_one_bad_video_among_many_is_skipped(tmp_path, caplog):
         folder.mkdir()
         write_bad_videos(folder)
         make_video(str(folder), 'good.png')
-    caplog.set_level(logging.WARNING, logger='frames_dataset')
+    caplog.set_level(logging.WARNING, logger='toolkit.datasets')
     dataset = FramesDataset(tmp_path, frame_shape=SHAPE, is_train=False)
     assert dataset.videos == ['good.png']
     messages = sorted(warnings_of(caplog))
@@ -378,7 +379,7 @@ def test_paired_dataset_pairs_list(test_set, tmp_path, caplog):
                         '2.0,zz.png,a.png,0\n'
                         '3.0,c.png,d.png,0\n'
                         '4.0,d.png,a.png,0\n')
-    caplog.set_level(logging.WARNING, logger='frames_dataset')
+    caplog.set_level(logging.WARNING, logger='toolkit.datasets')
     dataset = FramesDataset(test_set, frame_shape=SHAPE, is_train=False, pairs_list=str(csv_path))
     pairs = PairedDataset(dataset, number_of_pairs=2)
     assert warnings_of(caplog) == [f'{csv_path}: 1 of 4 pairs skipped: they name videos that are not in '

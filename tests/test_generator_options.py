@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from animate import Animator
+from toolkit.animation import Animator
 from modules.checkpoint import load_state
 from modules.config import load_config
 from modules.errors import CheckpointError, ConfigError
@@ -174,10 +174,7 @@ def test_paste_source_needs_an_occlusion_map(tmp_path):
 def test_the_comparison_trains_the_bundled_recipe_and_the_original_fomm(tmp_path):
     """benchmarks/compare_families.py: 'FOMM' is config/cartoon-64.yaml with all three options, 'FOMM-original'
     the same config with them off; both load, and the original builds the original generator layout."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('compare_families', REPO / 'benchmarks' / 'compare_families.py')
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    from toolkit import cartoon_quality as compare
     ours = load_config(compare.budget_config(compare.FAMILIES['FOMM'], 3, tmp_path))
     original = load_config(compare.budget_config(compare.FAMILIES['FOMM-original'], 3, tmp_path, original=True))
     for config, on in ((ours, True), (original, False)):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import demo
+from toolkit import demo
 from modules.build import build_models
 from modules.config import load_config
 from modules.inference import (WINOGRAD_AT, WINOGRAD_BT, WINOGRAD_G, Int8Conv2d, NearestUpsampleConv2d,

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from logger import Logger, Visualizer
+from toolkit.logger import Logger, Visualizer
 from modules.checkpoint import save_checkpoint
 from modules.errors import CheckpointError, ConfigError, OutputError
 
@@ -71,7 +71,7 @@ def test_training_run_writes_the_original_layout(tmp_path, caplog):
     inp, out = fake_batch()
     rng = np.random.default_rng(0)
     expected_means = []
-    with caplog.at_level(logging.INFO, logger='logger'):
+    with caplog.at_level(logging.INFO, logger='toolkit.logger'):
         with Logger(log_dir, checkpoint_freq=2, visualizer_params={'kp_size': 2}) as logger:
             assert (log_dir / 'train-vis').is_dir()
             for epoch in range(3):
@@ -141,7 +141,7 @@ def test_log_iter_rejects_non_scalar_losses(tmp_path):
 
 
 def test_clean_exit_saves_the_last_epoch_once(tmp_path, monkeypatch):
-    import logger as logger_module
+    from toolkit import logger as logger_module
     writes = []
     real_save = logger_module.save_checkpoint
     monkeypatch.setattr(logger_module, 'save_checkpoint', lambda path, *a, **k: writes.append(path.name)

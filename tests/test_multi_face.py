@@ -14,14 +14,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import animate
-import demo
-import multi_face
-from face_detection import compute_crop, drop_overlapping, square_crop
+from toolkit import animation as animate
+from toolkit import demo
+from toolkit import multi_face
+from toolkit.faces import compute_crop, drop_overlapping, square_crop
 from modules.errors import InputError
 from tests.conftest import FIXTURE_DIR, REPO
 from tests.video_utils import square_frames, write_video
-from video_io import VideoWriter, iter_video_frames, read_video_meta
+from toolkit.video_io import VideoWriter, iter_video_frames, read_video_meta
 
 CONFIG = FIXTURE_DIR / 'config.yaml'
 CHECKPOINT = FIXTURE_DIR / 'checkpoint.pth.tar'

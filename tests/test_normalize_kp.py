@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from animate import adapt_movement_scale_factor, convex_hull_area, normalize_kp
+from toolkit.animation import adapt_movement_scale_factor, convex_hull_area, normalize_kp
 from tests.conftest import assert_close
 
 T = 4

@@ -18,15 +18,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import cartoon_faces
-import part_swap
-from animate import Animator, to_tensor
+from toolkit import cartoon as cartoon_faces
+from toolkit import part_swap
+from toolkit.animation import Animator, to_tensor
 from demo import load_checkpoints
 from modules.errors import InputError
 from modules.segmentation import label_map, label_map_segmentation, parse_swap_index, part_mask
-from part_swap import PartSwapper
+from toolkit.part_swap import PartSwapper
 from tests.conftest import REPO
-from video_io import iter_video_frames, read_video_meta
+from toolkit.video_io import iter_video_frames, read_video_meta
 
 BUNDLED = REPO / 'pretrained' / 'cartoon-64'
 CONFIG = REPO / 'config' / 'cartoon-64.yaml'
@@ -390,7 +390,8 @@ def test_cli_with_the_bundled_source_mask_target_masks_and_a_segmenter_hook(tmp_
     # a user's face parser: the true labels of the target frames, by frame order
     hook = tmp_path / 'my_parser.py'
     hook.write_text(
-        'import numpy as np, torch, cartoon_faces\n'
+        'import numpy as np, torch\n'
+        'from toolkit import cartoon as cartoon_faces\n'
         'from modules.segmentation import label_map_segmentation\n'
         'class Parser:\n'
         '    part_names = cartoon_faces.PARTS\n'

@@ -11,16 +11,16 @@ import pytest
 import torch
 import yaml
 
-from animate import animate, animate_batches, normalize_kp
-from frames_dataset import FramesDataset
+from toolkit.animation import animate, animate_batches, normalize_kp
+from toolkit.datasets import FramesDataset
 from modules.build import build_models
 from modules.checkpoint import load_state
 from modules.errors import InputError
-from reconstruction import reconstruction
+from toolkit.reconstruction import reconstruction
 from tests.conftest import FIXTURE_DIR, assert_close
 from tests.test_train import error_line, run
 from tests.video_utils import square_frames, write_folder, write_strip, write_video
-from video_io import iter_video_frames, read_video_meta
+from toolkit.video_io import iter_video_frames, read_video_meta
 
 CHECKPOINT = FIXTURE_DIR / 'checkpoint.pth.tar'
 SIZE = 64  # the fixture model's frame size

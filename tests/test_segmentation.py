@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
-import cartoon_faces
+from toolkit import cartoon as cartoon_faces
 from modules.errors import InputError
 from modules.segmentation import NetworkSegmenter, build_segmentation_network, load_network_segmenter
 from tests.conftest import REPO
-from train_segmentation import LabelledFrames, mean_part_iou, part_iou
+from toolkit.segmentation_training import LabelledFrames, mean_part_iou, part_iou
 
 BUNDLED = REPO / 'pretrained' / 'cartoon-64'
 

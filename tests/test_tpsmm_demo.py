@@ -10,14 +10,15 @@ import pytest
 import torch
 import yaml
 
-import demo
-from animate import ImageAnimator, adapt_movement_scale_factor, relative_kp
-from logger import Logger
+from toolkit import demo
+from toolkit.animation import ImageAnimator, adapt_movement_scale_factor, relative_kp
+from toolkit.logger import Logger
 from modules.build import build_models
+from modules.families import family_named
 from tests.conftest import REPO, assert_close
 from tests.tpsmm_fixture import TPSMM_FIXTURE_DIR, build_checkpoint
 from tests.video_utils import square_frames, write_video
-from video_io import iter_video_frames, read_video_meta
+from toolkit.video_io import iter_video_frames, read_video_meta
 
 CONFIG = TPSMM_FIXTURE_DIR / 'config.yaml'
 T = 4
@@ -90,8 +91,11 @@ def test_standard_mode_is_the_absolute_animation(models, tps_ref):
 
 def test_fast_mode_stays_close(models, tps_ref):
     source, driving = fixture_frames(tps_ref)
-    generator, motion = demo.tps_motion(models[0], models[2], models[3], 'relative')
-    fast = ImageAnimator(source, generator, models[1], fast=True, **motion)(np.stack(driving))
+    family = family_named('tps')
+    named = dict(zip(family.demo_models, models))
+    generator, kp_detector = family.animation(named)
+    motion = family.motion('relative', avd_network=named['avd_network'])
+    fast = ImageAnimator(source, generator, kp_detector, fast=True, **motion)(np.stack(driving))
     mse = float(np.mean((fast - tps_ref['make_animation/relative'].numpy()) ** 2))
     assert 0 < mse and 10 * np.log10(1 / mse) > 35
 

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from modules.build import build_models, model_names, motion_model
+from modules.build import build_models, model_names
+from modules.config import motion_model
 from modules.model import ImagePyramide
 from modules.tpsmm import TPS
 from modules.tpsmm.anti_alias import TpsAntiAliasInterpolation2d

@@ -108,7 +108,7 @@ def test_train_avd_then_demo_in_avd_mode(trained, tmp_path):
     for name in ('inpainting_network', 'dense_motion_network'):
         assert all(torch.equal(before[name][k], v) for k, v in saved[name].items()), f'{name} is not trained here'
 
-    import demo
+    from toolkit import demo
     source = np.random.default_rng(0).random((64, 64, 3), dtype=np.float32)
     driving = [np.roll(source, 3 * t, axis=1) for t in range(4)]
     models = demo.load_checkpoints(str(trained['config']), str(folder / '00000002-checkpoint.pth.tar'), cpu=True)

@@ -108,7 +108,7 @@ def iteration(tps_config, checkpoint, tps_ref):
     seeded as the fixture was, with what it did recorded: the loss tensors and generated dict of its
     forward, get_encode as its warp loss called it, the bg predictor's outputs, the gradients after
     the backward, each clip_grad_norm_ call, and the gradients each optimizer stepped with."""
-    from train import TpsTraining
+    from toolkit.training import TpsTraining
     train_params = tps_config['train_params']
     models = fresh_models(tps_config, checkpoint, ['inpainting_network', 'dense_motion_network', 'kp_detector',
                                                      'bg_predictor'])
@@ -243,7 +243,7 @@ def test_buffers_after_the_iteration(iteration, tps_ref):
 def test_train_avd_iteration(tps_config, checkpoint, tps_ref):
     """One AvdTraining.step (train.py) seeded as the fixture: the keypoints it computed, its loss, the
     gradients the AVD optimizer stepped with and the buffers after the step against the original's."""
-    from train import AvdTraining
+    from toolkit.training import AvdTraining
     models = fresh_models(tps_config, checkpoint, ['kp_detector', 'avd_network'])
     params = tps_config['train_avd_params']
     kp_calls, avd_calls, applied = [], [], {}
@@ -280,7 +280,7 @@ def test_train_avd_iteration(tps_config, checkpoint, tps_ref):
 
 def test_avd_learning_rate_drops_one_epoch_after_each_milestone(tps_config):
     """TPSMM's train_avd.py calls scheduler.step(epoch): milestone m lowers the rate from epoch m + 1."""
-    from train import AvdTraining
+    from toolkit.training import AvdTraining
     models = build_models(tps_config['model_params'], names=['avd_network'])
     params = dict(tps_config['train_avd_params'], lr=1.0, epoch_milestones=[2])
     training = AvdTraining(params, models)

@@ -175,8 +175,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path, vgg19_weights_file):
 def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path, vgg19_weights_file, monkeypatch):
     """A loss that turns NaN stops training before the step that would spread it, naming the loss and
     the last checkpoint; the checkpoints already written stay as they were."""
-    import train as train_module
-    from frames_dataset import FramesDataset
+    import modules.training as training_classes
+    from toolkit import training as train_module
+    from toolkit.datasets import FramesDataset
     from modules.build import build_models
     from modules.config import load_config
     from modules.errors import TrainingError
@@ -192,7 +193,7 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path, vgg19_weights_fi
                 losses['equivariance_value'] = losses['equivariance_value'] * float('nan')
             return losses, generated
 
-    monkeypatch.setattr(train_module, 'GeneratorFullModel', GoesNaN)
+    monkeypatch.setattr(training_classes, 'GeneratorFullModel', GoesNaN)
     root = make_dataset(tmp_path / 'data', 'folder', num_videos=2)
     config = load_config(make_config(tmp_path, root, vgg19_weights_file, epochs=4))
     models = build_models(config['model_params'])

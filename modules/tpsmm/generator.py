@@ -1,4 +1,4 @@
-"""TPSMM's networks behind FOMM's generator interface, so one animation core (animate.Animator) serves
+"""TPSMM's networks behind FOMM's generator interface, so one animation core (toolkit.animation.Animator) serves
 both families: demo.py, the reconstruction and animate modes, multi-face animation."""
 from torch import nn
 

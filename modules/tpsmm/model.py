@@ -1,11 +1,12 @@
-"""TPSMM's training losses (Sec. 3.4): one module returning named, already-weighted losses."""
+"""TPSMM's training losses (Sec. 3.4): one module returning named, already-weighted losses. A family
+with TPSMM's networks and losses of its own (CPABMM: modules.cpabmm.model) subclasses GeneratorFullModel
+and returns them from its extra_losses hook."""
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from modules.model import ImagePyramide, perceptual_loss
 from modules.tpsmm.anti_alias import TpsAntiAliasInterpolation2d
-from modules.tpsmm.feature_losses import KeypointSemanticLoss, StructureLoss, load_extractor
 from modules.tpsmm.transform import TPS
 from modules.util import unwrap
 from modules.vgg import Vgg19, load_vgg19_weights
@@ -25,16 +26,15 @@ class GeneratorFullModel(nn.Module):
 
     (x {'source', 'driving'}: (B, C, H, W) in [0, 1], epoch) -> (losses, generated): losses =
     {'perceptual', 'equivariance_value', 'warp_loss', 'bg'} (each only when its weight is non-zero,
-    'bg' from bg_start on; already weighted, 0-dim), with CPABMM's configs also 'structure_loss'
-    (use_vit_loss and loss_weights.structure) and 'sam' (loss_weights.sam); generated = the inpainting network's dict +
-    'kp_source', 'kp_driving' and, with the equivariance loss, 'transformed_frame', 'transformed_kp'.
+    'bg' from bg_start on; already weighted, 0-dim), then the losses of extra_losses (none here);
+    generated = the inpainting network's dict + 'kp_source', 'kp_driving' and, with the equivariance
+    loss, 'transformed_frame', 'transformed_kp'.
 
     Random draws, in TPSMM's order: the TPS-dropout mask (while epoch < dropout_epoch), then the
     equivariance TPS (theta, then spline weights).
     """
 
-    def __init__(self, kp_extractor, bg_predictor, dense_motion_network, inpainting_network, train_params, *kwargs,
-                 structure_extractor=None, semantic_extractor=None):
+    def __init__(self, kp_extractor, bg_predictor, dense_motion_network, inpainting_network, train_params, *kwargs):
         super().__init__()
         self.kp_extractor = kp_extractor
         self.inpainting_network = inpainting_network
@@ -49,14 +49,6 @@ class GeneratorFullModel(nn.Module):
         if sum(self.loss_weights['perceptual']) != 0:
             self.vgg = Vgg19()
             load_vgg19_weights(self.vgg, train_params.get('vgg19_weights'))
-        # CPABMM's feature losses (its configs only): the extractors come from the given modules or
-        # from the local weight files its train_params name (modules/tpsmm/feature_losses.py)
-        self.structure = self.semantic = None
-        if train_params.get('use_vit_loss') and self.loss_weights.get('structure', 0) != 0:
-            self.structure = StructureLoss(structure_extractor or load_extractor('vit', train_params.get('vit_weights')))
-        if self.loss_weights.get('sam', 0) != 0:
-            self.semantic = KeypointSemanticLoss(semantic_extractor or
-                                                 load_extractor('sam', train_params.get('sam_model_path')))
 
     def forward(self, x, epoch):
         kp_source = self.kp_extractor(x['source'])
@@ -102,12 +94,14 @@ class GeneratorFullModel(nn.Module):
             eye = torch.eye(3, dtype=cycle.dtype, device=cycle.device).view(1, 1, 3, 3)
             loss_values['bg'] = weights['bg'] * torch.abs(eye - cycle).mean()
 
-        if self.structure is not None:
-            loss_values['structure_loss'] = weights['structure'] * self.structure(generated['prediction'], x['driving'])
-        if self.semantic is not None:
-            loss_values['sam'] = weights['sam'] * self.semantic(x['source'], x['driving'], kp_source['fg_kp'],
-                                                                kp_driving['fg_kp'])
+        loss_values.update(self.extra_losses(x, generated, epoch))
         return loss_values, generated
+
+    def extra_losses(self, x, generated, epoch):
+        """Hook for a subclass's losses: (the step's x, generated (with 'kp_source', 'kp_driving') and
+        epoch) -> {name: already-weighted 0-dim loss}, added after TPSMM's (so after its random draws).
+        TPSMM has none."""
+        return {}
 
 
 def random_scale(kp_params, scale):

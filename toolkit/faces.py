@@ -1,6 +1,7 @@
-"""Offline face detection shared by crop-video.py and multi_face.py: scikit-image's bundled LBP
-frontal-face cascade (no model download), box helpers (IoU, union, merging of overlapping hits,
-dropping of overlapping faces) and the two crop rules built on `--increase`:
+"""Offline face detection shared by crop-video.py (toolkit.cropping) and multi-face animation
+(toolkit.multi_face): scikit-image's bundled LBP frontal-face cascade (no model download), box
+helpers (IoU, union, merging of overlapping hits, dropping of overlapping faces) and the two crop
+rules built on `--increase`:
 
 * `compute_crop`: the original crop-video.py's rule for a face track (grown, squared as far as the
   frame allows, then clipped to the frame: it may end up non-square at an edge);

@@ -68,30 +68,44 @@ def read_video_meta(path):
             'audio': bool(meta.get('audio_codec'))}
 
 
+def decode_frames(path, seek=0.0, count=None):
+    """The toolkit's one video decoder: yields the frames of a video as uint8 (H, W, 3) arrays,
+    decoded by ffmpeg one at a time, from `seek` seconds on (ffmpeg's input seeking) and at most
+    `count` of them. The frame size is checked against modules.limits before the first frame.
+    Raises InputError if ffmpeg cannot decode the file, LimitError for frames too large."""
+    import imageio_ffmpeg
+    input_params = ['-ss', f'{seek:.6f}'] if seek > 0 else []
+    output_params = ['-frames:v', str(count)] if count is not None else []
+    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt='rgb24', input_params=input_params,
+                                        output_params=output_params)
+    try:
+        try:
+            meta = next(reader)
+        except (RuntimeError, OSError, ValueError, KeyError, StopIteration) as e:
+            raise InputError(f'{path}: cannot read it as a video ({_last_line(e)}); convert it to mp4') from e
+        width, height = meta['size']
+        check_frame_pixels(width, height, f'each frame of {path}')
+        try:
+            for buffer in reader:
+                yield np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, 3)
+        except (RuntimeError, ValueError) as e:
+            raise InputError(f'{path}: decoding failed ({_last_line(e)}); the file may be truncated') from e
+    finally:
+        reader.close()
+
+
 def iter_video_frames(path, start=0):
-    """Yields the frames of a video as uint8 (H, W, 3) arrays, decoding one at a time.
+    """Yields the frames of a video as uint8 (H, W, 3) arrays, decoding one at a time (decode_frames).
 
     start: index of the first frame to yield (earlier frames are decoded and dropped).
     Raises InputError if the file cannot be decoded, LimitError (before decoding) if its frames
     are larger than modules.limits allows.
     """
-    import imageio_ffmpeg
     path = Path(path)
     check_frame_pixels(*read_video_meta(path)['size'], f'each frame of {path}')
-    try:
-        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt='rgb24')
-        meta = next(reader)
-    except (RuntimeError, OSError, StopIteration) as e:
-        raise InputError(f'{path}: cannot read it as a video; convert it to mp4') from e
-    width, height = meta['size']
-    try:
-        for index, buffer in enumerate(reader):
-            if index >= start:
-                yield np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, 3)
-    except RuntimeError as e:
-        raise InputError(f'{path}: decoding failed ({_last_line(e)}); the file may be truncated') from e
-    finally:
-        reader.close()
+    for index, frame in enumerate(decode_frames(path)):
+        if index >= start:
+            yield frame
 
 
 def count_video_frames(path):

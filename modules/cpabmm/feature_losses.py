@@ -14,6 +14,8 @@
   (modules.sam_encoder).
 
 The weights never download: load_extractor reads a local file with torch.load(weights_only=True).
+configured_losses(train_params, ...) builds the losses a config asks for, with their extractors (the
+wiring of CPABMM's training model, modules.cpabmm.model).
 """
 import pickle
 import zipfile
@@ -131,3 +133,21 @@ def load_extractor(kind, path, **architecture):
         raise InputError(f'{path}: does not fit the {kind.upper()} extractor ({str(e).splitlines()[0]} ...); '
                          f'give {what[1]}') from e
     return model
+
+
+def configured_losses(train_params, structure_extractor=None, semantic_extractor=None):
+    """The feature losses a config's train_params ask for -> (StructureLoss or None, KeypointSemanticLoss
+    or None): the structure loss with use_vit_loss and a non-zero loss_weights.structure, the keypoint
+    semantic loss with a non-zero loss_weights.sam. Each extractor is the module given, else it is
+    loaded from the local file train_params names (vit_weights, sam_model_path; see load_extractor)."""
+    weights = train_params['loss_weights']
+    structure = semantic = None
+    if train_params.get('use_vit_loss') and weights.get('structure', 0) != 0:
+        if structure_extractor is None:
+            structure_extractor = load_extractor('vit', train_params.get('vit_weights'))
+        structure = StructureLoss(structure_extractor)
+    if weights.get('sam', 0) != 0:
+        if semantic_extractor is None:
+            semantic_extractor = load_extractor('sam', train_params.get('sam_model_path'))
+        semantic = KeypointSemanticLoss(semantic_extractor)
+    return structure, semantic

@@ -1,7 +1,7 @@
 """Multi-face animation: every face of a (group) photo follows one driving video, and each animated
 face is blended back into the full-resolution photo.
 
-    from multi_face import animate_faces, detect_faces
+    from toolkit.multi_face import animate_faces, detect_faces
     boxes = detect_faces(photo)                          # (N, 4) x1, y1, x2, y2, largest first
     for frame in animate_faces(photo, driving_frames, generator, kp_detector, boxes=boxes):
         ...                                              # (H, W, 3) like `photo`, one per driving frame
@@ -9,12 +9,12 @@ face is blended back into the full-resolution photo.
 The steps, each with its rule:
 
 1. Detection (`detect_faces`), once, offline: scikit-image's bundled LBP frontal-face cascade
-   (face_detection.FaceDetector) on the photo scaled so that its shorter side is about DETECT_SIZE
+   (toolkit.faces.FaceDetector) on the photo scaled so that its shorter side is about DETECT_SIZE
    pixels (an integer factor down, or up for small images), windows from MIN_FACE of the shorter
    side up, MIN_NEIGHBORS overlapping hits per face (a photo gets one look, so it asks for more
    evidence than a video frame does). Hits overlapping by more than half of the smaller are merged;
-   boxes that still overlap are reduced to the largest (face_detection.drop_overlapping).
-2. Crops (face_detection.square_crop): each box grows by `increase` of its longer side on each side
+   boxes that still overlap are reduced to the largest (toolkit.faces.drop_overlapping).
+2. Crops (toolkit.faces.square_crop): each box grows by `increase` of its longer side on each side
    into a square (crop-video.py's --increase; 0.5 = twice the box, about the framing of the
    VoxCeleb crops), is moved inside the photo, and shrunk (never squashed) only if larger than it.
    Each crop is resized to the model's frame size (the driving frames' size).
@@ -43,8 +43,9 @@ from itertools import chain
 import numpy as np
 import torch.nn.functional as F
 
-from animate import ImageAnimator, batched, default_batch_size, to_uint8
-from face_detection import FaceDetector, drop_overlapping, square_crop
+from toolkit.animation import ImageAnimator, batched, default_batch_size, to_uint8
+from toolkit.faces import FaceDetector, drop_overlapping, square_crop
+from toolkit.resize import resize_frame
 from modules.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,6 @@ class FaceAnimator(ImageAnimator):
 
     def __init__(self, source_image, boxes, generator, kp_detector, frame_shape, ratio=RATIO, increase=INCREASE,
                  relative=True, adapt_movement_scale=True, fast=False, avd_network=None):
-        from skimage.transform import resize
         check_ratio(ratio)
         check_increase(increase)
         self.image = as_image(source_image)
@@ -157,9 +157,8 @@ class FaceAnimator(ImageAnimator):
         frame_shape = tuple(frame_shape[:2])
         aspect = frame_shape[0] / frame_shape[1]
         self.crops = [square_crop(box, self.image.shape, increase, aspect) for box in boxes]
-        # the original demo's resize (skimage, anti-aliased when shrinking)
-        self.faces = np.stack([resize(as_float(self.image[top:top + height, left:left + width]), frame_shape)
-                               for left, top, width, height in self.crops]).astype(np.float32)  # (N, h, w, 3)
+        self.faces = np.stack([resize_frame(as_float(self.image[top:top + height, left:left + width]), frame_shape)
+                               for left, top, width, height in self.crops])  # (N, h, w, 3) float32
         self.masks = [feather_mask(height, width, ratio) for _, _, width, height in self.crops]
         self.order = paste_order(self.crops)
         super().__init__(self.faces, generator, kp_detector, relative, adapt_movement_scale, fast, avd_network)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from frames_dataset import FRAME_EXTENSIONS, read_image
+from toolkit.datasets import FRAME_EXTENSIONS, read_image
 from modules.checkpoint import save_checkpoint
 from modules.errors import InputError
 from modules.fileio import append_line

@@ -2,7 +2,7 @@
 the thin-plate splines, plus one global CPAB over all keypoints."""
 import torch
 
-from modules.tpsmm.cpab import CPAB, fit_adam, fit_gauss_newton
+from modules.cpabmm.cpab import CPAB, fit_adam, fit_gauss_newton
 from modules.tpsmm.dense_motion import DenseMotionNetwork, background_grid
 from modules.util import make_coordinate_grid
 
