@@ -5,11 +5,10 @@
     python cartoon_faces.py --out samples --samples          # a source image and a driving video
 """
 import argparse
-import logging
 import sys
 
-from modules.errors import exit_status, stop_on_sigterm
-from toolkit.cartoon import generate, write_samples
+from toolkit.cartoon import cartoon_faces
+from toolkit.cli import run_entry_point
 
 
 def build_parser():
@@ -30,20 +29,7 @@ def build_parser():
 
 
 def main(argv=None):
-    opt = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
-    stop_on_sigterm()
-    try:
-        if opt.samples:
-            for path in write_samples(opt.out, opt.frames, opt.size, opt.seed):
-                print(f'wrote {path}')
-            return 0
-        meta = generate(opt.out, opt.videos, opt.frames, opt.size, opt.seed, opt.test_videos, opt.fmt)
-    except BaseException as e:  # a user or machine failure: one line (modules.errors); a bug: its traceback
-        return exit_status(e)
-    print(f"wrote {meta['videos'] - meta['test_videos']} train and {meta['test_videos']} test videos "
-          f"of {meta['frames']} frames at {meta['size']}x{meta['size']} to {opt.out}")
-    return 0
+    return run_entry_point(cartoon_faces, vars(build_parser().parse_args(argv)), describe=str)
 
 
 if __name__ == '__main__':

@@ -42,12 +42,11 @@ with at least one track, 1 when no track is long enough (one line on stderr, not
 an unreadable input or a bad option.
 """
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-from modules.errors import exit_status, stop_on_sigterm
 from modules.limits import LIMITS_HELP
+from toolkit.cli import run_entry_point
 from toolkit.cropping import NoTrackFound, crop_video
 
 
@@ -109,19 +108,10 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    opt = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stderr)
-    stop_on_sigterm()
-    try:
-        written = crop_video(**vars(opt), report=lambda command: print(command, flush=True))
-    except NoTrackFound as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    except BaseException as e:  # a user or machine failure: one line (modules.errors); a bug: its traceback
-        return exit_status(e)
-    for path in written:
-        print(f'wrote {path}', file=sys.stderr)
-    return 0
+    options = vars(build_parser().parse_args(argv))
+    return run_entry_point(crop_video, dict(options, report=lambda command: print(command, flush=True)),
+                           describe=lambda written: '\n'.join(f'wrote {path}' for path in written), stream=sys.stderr,
+                           outcomes=[(NoTrackFound, 1)])
 
 
 if __name__ == '__main__':

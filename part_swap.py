@@ -30,8 +30,8 @@ import argparse
 import sys
 
 from modules.limits import LIMITS_HELP
-from toolkit.cli import run_entry_point
-from toolkit.part_swap import swap_parts
+from toolkit.cli import option_defaults, run_entry_point
+from toolkit.part_swap import PartSwapOptions, swap_parts
 
 
 def build_parser():
@@ -42,17 +42,17 @@ def build_parser():
     parser.add_argument('--checkpoint', required=True, help='its checkpoint')
     parser.add_argument('--source_image', required=True, help='image whose parts are swapped in')
     parser.add_argument('--target_video', required=True, help='video that keeps its motion and the other parts')
-    parser.add_argument('--result_video', default='result.mp4', help='output mp4, the target\'s fps (default: %(default)s)')
-    parser.add_argument('--swap_index', default='1',
+    parser.add_argument('--result_video', help='output mp4, the target\'s fps (default: %(default)s)')
+    parser.add_argument('--swap_index',
                         help='parts to take from the source: numbers (1,2,5) or, with a segmenter that names its '
                              'parts, names (face,hair) (default: %(default)s)')
-    parser.add_argument('--source_mask', default=None, help='the source image\'s part-label map (an image)')
-    parser.add_argument('--target_masks', default=None,
+    parser.add_argument('--source_mask', help='the source image\'s part-label map (an image)')
+    parser.add_argument('--target_masks',
                         help='one part-label map per target frame: a folder of images or a black-and-white video')
-    parser.add_argument('--segmenter', default=None,
+    parser.add_argument('--segmenter',
                         help='MODULE:FUNCTION or FILE.py:FUNCTION, a callable frames (B, 3, H, W) in [0, 1] -> soft '
                              'masks (B, P+1, H, W), channel 0 the background (a class is instantiated first)')
-    parser.add_argument('--segmentation_checkpoint', default=None,
+    parser.add_argument('--segmentation_checkpoint',
                         help='a segmentation network trained by run.py --mode train_segmentation with --config\'s '
                              'segmentation_params (its part_names work in --swap_index), e.g. '
                              'pretrained/cartoon-64/segmentation.pth.tar')
@@ -62,11 +62,12 @@ def build_parser():
     parser.add_argument('--relative', action='store_true',
                         help='motion relative to the first target frame (default: absolute keypoints)')
     parser.add_argument('--adapt_scale', action='store_true', help='scale the relative motion as demo.py does')
-    parser.add_argument('--preview', default=None,
+    parser.add_argument('--preview',
                         help='also write a source | target | mask | result .gif or .mp4 here')
-    parser.add_argument('--batch_size', type=int, default=None, help='target frames per forward pass')
+    parser.add_argument('--batch_size', type=int, help='target frames per forward pass')
     parser.add_argument('--cpu', action='store_true', help='run on the CPU even if CUDA is available')
     parser.add_argument('--audio', action='store_true', help='copy the target video\'s audio into the result')
+    parser.set_defaults(**option_defaults(PartSwapOptions))  # one source of defaults: the options class
     return parser
 
 

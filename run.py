@@ -13,12 +13,11 @@ A user mistake (bad config, checkpoint, dataset) is one line on stderr and exit 
 """
 import argparse
 import logging
-import os
 import sys
 
-from modules.errors import exit_status, stop_on_sigterm
 from modules.limits import LIMITS_HELP
-from toolkit.runner import MODES, run
+from toolkit.cli import option_defaults, run_entry_point
+from toolkit.runner import MODES, RunOptions, run
 
 
 def build_parser():
@@ -27,25 +26,23 @@ def build_parser():
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter, epilog=LIMITS_HELP)
     parser.add_argument('--config', required=True,
                         help='path to a YAML config (see config/; the model family is read from it)')
-    parser.add_argument('--mode', default='train',
-                        choices=MODES,
+    parser.add_argument('--mode', choices=MODES,
                         help='train_avd (TPSMM configs): the AVD network, after train, from --checkpoint; '
                              'train_segmentation: the part segmenter of the config\'s segmentation_params, for '
                              'part_swap.py')
-    parser.add_argument('--log_dir', default='log', help='folder of the run folders')
-    parser.add_argument('--tag', default='', help='appended to the run folder\'s name')
-    parser.add_argument('--checkpoint', default=None,
+    parser.add_argument('--log_dir', help='folder of the run folders')
+    parser.add_argument('--tag', help='appended to the run folder\'s name')
+    parser.add_argument('--checkpoint',
                         help='train: resume this run (same folder, next epoch, optimizers and schedulers '
                              'restored); reconstruction/animate: the weights to use')
-    parser.add_argument('--init', default=None,
+    parser.add_argument('--init',
                         help='train: start a NEW run at epoch 0 from this checkpoint\'s weights only (e.g. '
                              'vox-cpk.pth.tar into vox-adv-256.yaml; a missing discriminator is fine)')
-    parser.add_argument('--device_ids', default='0', type=lambda s: [int(i) for i in s.split(',') if i != ''],
+    parser.add_argument('--device_ids', type=lambda s: [int(i) for i in s.split(',') if i != ''],
                         help='comma-separated CUDA device ids; several = DataParallel with synchronised BatchNorm')
     parser.add_argument('--cpu', action='store_true', help='run on the CPU even if a GPU is present')
-    parser.add_argument('--num_workers', type=int, default=min(6, os.cpu_count() or 1),
-                        help='data-loading worker processes')
-    parser.add_argument('--seed', type=int, default=0,
+    parser.add_argument('--num_workers', type=int, help='data-loading worker processes')
+    parser.add_argument('--seed', type=int,
                         help='seeds torch, numpy and random before the models are built: the same command '
                              'starts the same training (initial weights, frame pairs, augmentations)')
     parser.add_argument('--bf16', action='store_true',
@@ -53,20 +50,14 @@ def build_parser():
                              'float32): faster on CPUs with AVX512-BF16/AMX and on Ampere+ GPUs (docs/training.md); '
                              'off (float32, as the original) by default')
     parser.add_argument('--verbose', action='store_true', help='print the models and debug logs')
+    parser.set_defaults(**option_defaults(RunOptions))  # one source of defaults: the options class
     return parser
 
 
 def main(argv=None):
-    opt = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if opt.verbose else logging.INFO, format='%(message)s')
-    stop_on_sigterm()
-    try:
-        log_dir = run(argv=argv, **vars(opt))
-    except BaseException as e:  # a user or machine failure: one line (modules.errors); a bug: its traceback
-        return exit_status(e)
-    if log_dir is not None:
-        print(f'done: {log_dir}')
-    return 0
+    options = vars(build_parser().parse_args(argv))
+    return run_entry_point(run, dict(options, argv=argv), describe=lambda log_dir: log_dir and f'done: {log_dir}',
+                           level=logging.DEBUG if options['verbose'] else logging.INFO)
 
 
 if __name__ == '__main__':

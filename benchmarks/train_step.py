@@ -1,6 +1,7 @@
-"""Seconds per training iteration and peak memory of vox-256 (batch 2, 256x256) through train.py's
-own step, without and with the GAN losses (vox-256 vs vox-adv-256 loss settings), and what
-`run.py --bf16` (bfloat16 mixed precision) gains on vox-256 and on the bundled cartoon-64 (batch 12).
+"""Seconds per training iteration and peak memory of vox-256 (batch 2, 256x256) through the
+training class's own step (modules/training.py), without and with the GAN losses (vox-256 vs
+vox-adv-256 loss settings), and what `run.py --bf16` (bfloat16 mixed precision) gains on vox-256 and
+on the bundled cartoon-64 (batch 12).
 
     python benchmarks/train_step.py [--iters 3] [--device cpu|cuda] [--batch_size 2] [--no-bf16]
 
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from modules.build import build_models  # noqa: E402
 from modules.config import load_config  # noqa: E402
 from modules.model import Vgg19  # noqa: E402
-from toolkit.training import FommTraining  # noqa: E402
+from modules.training import FommTraining  # noqa: E402
 from toolkit.devices import pick_device  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

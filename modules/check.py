@@ -13,11 +13,12 @@ import sys
 
 import torch
 
-from modules.build import MODEL_NAMES, build_models
+from modules.build import build_models
 from modules.checkpoint import (OPTIMIZER_NAMES, display_path, fitting_configs, load_state, read_checkpoint,
                                 save_checkpoint)
 from modules.config import load_config
 from modules.errors import UserError
+from modules.families import family_of
 from modules.vgg import Vgg19, fetch_vgg19_weights, load_vgg19_weights
 
 
@@ -50,7 +51,8 @@ def check(config_path=None, checkpoint_path=None, vgg19=None, export=None):
     if checkpoint_path:
         checkpoint = read_checkpoint(checkpoint_path)
         if config is not None:
-            names = [n for n in MODEL_NAMES if n in checkpoint]
+            family = family_of(config['model_params'])
+            names = [n for n in family.model_names(config['model_params']) if n in checkpoint]
             models = build_models(config['model_params'], names=names)
             epoch = load_state(checkpoint, models, source=str(checkpoint_path), config_path=config_path)
             sizes = ', '.join(f'{n} {sum(p.numel() for p in m.parameters()):,} parameters' for n, m in models.items())
@@ -59,11 +61,12 @@ def check(config_path=None, checkpoint_path=None, vgg19=None, export=None):
             if extra:
                 report.append(f'  also holds {", ".join(extra)}')
             if export:
-                missing = [n for n in ('generator', 'kp_detector') if n not in models]
+                wanted = [n for n in family.demo_models if n not in family.optional or n in models]
+                missing = [n for n in wanted if n not in models]
                 if missing:
                     raise UserError(f'{checkpoint_path} has no {" or ".join(missing)}: nothing to export')
-                save_checkpoint(export, {n: models[n] for n in ('generator', 'kp_detector')}, epoch)
-                report.append(f'wrote {export} (generator, kp_detector, epoch {epoch})')
+                save_checkpoint(export, {n: models[n] for n in wanted}, epoch)
+                report.append(f'wrote {export} ({", ".join(wanted)}, epoch {epoch})')
         else:
             fits, closest = fitting_configs(checkpoint)
             if fits:

@@ -117,7 +117,7 @@ def fitting_configs(checkpoint, config_paths=None, names=None):
     the list of fitting config paths, and the config with the fewest mismatching keys (or None).
     Models are built on the meta device: no memory and no initialisation cost.
     """
-    from modules.config import find_config_files, load_config  # the config module imports nothing of ours
+    from modules.config import find_config_files, load_config  # only this search reads the config files
 
     names = names or [n for n in all_model_names() if isinstance(checkpoint.get(n), dict)]
     fits, closest, fewest = [], None, None

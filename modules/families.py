@@ -53,6 +53,12 @@ class Family:
     mixed_precision: bool = False  # run.py --bf16
     part_segmentation: bool = False  # run.py --mode train_segmentation and part_swap.py
 
+    def without_missing(self, models, checkpoint):
+        """{name: network}, each optional network the checkpoint lacks set to None (never left with
+        random weights, as TPSMM's demo would leave its avd_network)."""
+        return {name: None if name in self.optional and checkpoint.get(name) is None else model
+                for name, model in models.items()}
+
 
 REGISTRY: Dict[str, Family] = {}
 

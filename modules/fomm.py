@@ -50,7 +50,7 @@ def motion(mode=None, relative=False, adapt_scale=False, avd_network=None):
     return dict(relative=relative, adapt_movement_scale=adapt_scale, avd_network=None)
 
 
-def from_api(generator, kp_detector, relative=True, adapt_movement_scale=True, cpu=False, **_):
+def from_api(generator, kp_detector, relative=True, adapt_movement_scale=True, cpu=False):
     """The original's make_animation(source, driving, generator, kp_detector, relative=True,
     adapt_movement_scale=True, cpu=False) arguments -> (generator, kp_detector, motion options)."""
     return generator, kp_detector, dict(relative=relative, adapt_movement_scale=adapt_movement_scale)

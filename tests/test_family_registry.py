@@ -71,7 +71,8 @@ def shifted(source, kp_source, kp_driving):
 
 @pytest.fixture(scope='module')
 def dummy(tmp_path_factory):
-    """A config, a checkpoint and a dataset of the dummy family (registered in this process too)."""
+    """A config, a checkpoint and a dataset of the dummy family (registered in this process too, for
+    this module's tests only)."""
     family = dummy_family.install()
     root = tmp_path_factory.mktemp('dummy')
     video = square_video()
@@ -93,8 +94,9 @@ def dummy(tmp_path_factory):
         models['kp_detector'].heat.bias.zero_()
     checkpoint = root / 'shift.pth.tar'
     torch.save({name: model.state_dict() for name, model in models.items()}, checkpoint)
-    return {'root': root, 'config': config_path, 'checkpoint': checkpoint, 'video': video,
-            'models': {name: model.eval() for name, model in models.items()}}
+    yield {'root': root, 'config': config_path, 'checkpoint': checkpoint, 'video': video,
+           'models': {name: model.eval() for name, model in models.items()}}
+    REGISTRY.pop(family.name)
 
 
 def run_script(script, *args, cwd=REPO):

@@ -1,7 +1,7 @@
-"""One TPSMM training iteration (train.py's TpsTraining.step) and one train_avd iteration
+"""One TPSMM training iteration (modules/tpsmm/training.py's TpsTraining.step) and one train_avd iteration
 (AvdTraining.step) against the original implementation's (tests/data/tpsmm_fixture_small): random
 draws, losses, generated tensors, gradients, clipping norms and the BatchNorm buffers after the step.
-The steps run are train.py's own; the test only records what they do (hooks, a wrapped
+The steps run are the toolkit's own; the test only records what they do (hooks, a wrapped
 clip_grad_norm_ and optimizer.step)."""
 import json
 import math
@@ -104,11 +104,11 @@ def recording_clip(models, calls):
 
 @pytest.fixture(scope='module')
 def iteration(tps_config, checkpoint, tps_ref):
-    """One iteration of train.py's TpsTraining.step at epoch 2 (dropout and the bg loss both active),
+    """One iteration of TpsTraining.step (modules/tpsmm/training.py) at epoch 2 (dropout and the bg loss both active),
     seeded as the fixture was, with what it did recorded: the loss tensors and generated dict of its
     forward, get_encode as its warp loss called it, the bg predictor's outputs, the gradients after
     the backward, each clip_grad_norm_ call, and the gradients each optimizer stepped with."""
-    from toolkit.training import TpsTraining
+    from modules.tpsmm.training import TpsTraining
     train_params = tps_config['train_params']
     models = fresh_models(tps_config, checkpoint, ['inpainting_network', 'dense_motion_network', 'kp_detector',
                                                      'bg_predictor'])
@@ -241,9 +241,9 @@ def test_buffers_after_the_iteration(iteration, tps_ref):
 
 
 def test_train_avd_iteration(tps_config, checkpoint, tps_ref):
-    """One AvdTraining.step (train.py) seeded as the fixture: the keypoints it computed, its loss, the
+    """One AvdTraining.step (modules/tpsmm/training.py) seeded as the fixture: the keypoints it computed, its loss, the
     gradients the AVD optimizer stepped with and the buffers after the step against the original's."""
-    from toolkit.training import AvdTraining
+    from modules.tpsmm.training import AvdTraining
     models = fresh_models(tps_config, checkpoint, ['kp_detector', 'avd_network'])
     params = tps_config['train_avd_params']
     kp_calls, avd_calls, applied = [], [], {}
@@ -280,7 +280,7 @@ def test_train_avd_iteration(tps_config, checkpoint, tps_ref):
 
 def test_avd_learning_rate_drops_one_epoch_after_each_milestone(tps_config):
     """TPSMM's train_avd.py calls scheduler.step(epoch): milestone m lowers the rate from epoch m + 1."""
-    from toolkit.training import AvdTraining
+    from modules.tpsmm.training import AvdTraining
     models = build_models(tps_config['model_params'], names=['avd_network'])
     params = dict(tps_config['train_avd_params'], lr=1.0, epoch_milestones=[2])
     training = AvdTraining(params, models)

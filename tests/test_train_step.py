@@ -7,7 +7,7 @@ from modules.build import build_models
 from modules.checkpoint import load_state
 from tests.conftest import FIXTURE_DIR, assert_close, assert_grad_close
 from tests.test_fixture_train import TRAIN_SEED, ZERO_GRAD_SUFFIXES, train_batch
-from toolkit.training import FommTraining
+from modules.training import FommTraining
 
 
 def record_grads_before_step(optimizer, params, into):

@@ -115,7 +115,7 @@ def relative_kp(kp_source, kp_driving, kp_driving_initial, scale=1, use_relative
 
 
 # ----------------------------------------------------------------------------------------------
-# The batched animation core (shared with reconstruction.py)
+# The batched animation core (shared with the reconstruction mode, toolkit.reconstruction)
 # ----------------------------------------------------------------------------------------------
 
 def tile(value, batch):

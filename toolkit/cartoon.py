@@ -434,3 +434,13 @@ def load_annotations(out, split, name):
         raise InputError(f'{path}: annotations not found; generate the dataset with cartoon_faces.py')
     with np.load(path) as data:
         return data['landmarks'], data['masks']
+
+
+def cartoon_faces(out, videos=200, frames=64, size=128, seed=0, test_videos=None, fmt='png', samples=False):
+    """`python cartoon_faces.py` as a function: the dataset (generate), or with `samples` the demo
+    inputs (write_samples). Returns what was written, in words."""
+    if samples:
+        return '\n'.join(f'wrote {path}' for path in write_samples(out, frames, size, seed))
+    meta = generate(out, videos, frames, size, seed, test_videos, fmt)
+    return (f"wrote {meta['videos'] - meta['test_videos']} train and {meta['test_videos']} test videos "
+            f"of {meta['frames']} frames at {meta['size']}x{meta['size']} to {out}")

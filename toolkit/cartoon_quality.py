@@ -21,6 +21,7 @@ evaluation behind benchmarks/cartoon_quality.py and the bundled model's card (qu
    pixels (argmax) with the true label maps, over every frame of the test split, and the mean over
    the parts (background left out).
 """
+import copy
 import logging
 import tempfile
 import time
@@ -30,9 +31,11 @@ import numpy as np
 import torch
 import yaml
 
-from modules.config import CONFIG_DIR
+from modules.config import CONFIG_DIR, load_config
+from modules.families import family_of
+from modules.inference import inference_copy, optimize_for_inference
 from toolkit import cartoon as cartoon_faces
-from toolkit.animation import kp_key
+from toolkit.animation import ImageAnimator, batched, default_batch_size, kp_key
 from toolkit.demo import load_checkpoints
 from toolkit.runner import run
 
@@ -126,15 +129,17 @@ def reconstruction_l1(config_path, checkpoint, root, work):
     return float(rows['mean'])
 
 
-def animate_absolute(models, source, frames):
-    """demo.make_animation with absolute keypoints (the reconstruction setting), either family."""
-    from toolkit import demo
-    if len(models) == 2:  # FOMM: (generator, kp_detector)
-        return demo.make_animation(source, frames, *models, relative=False, adapt_movement_scale=False, cpu=True)
-    return demo.make_animation(source, frames, *models, 'cpu', mode='standard')
+def animate_absolute(family, models, source, frames):
+    """The frames animated from `source` with absolute keypoints (the reconstruction setting), through
+    the family's adapters and the demo's animation core, on the inference copies the Python API uses."""
+    generator, kp_detector = family.animation({name: inference_copy(model) for name, model in models.items()
+                                               if model is not None})
+    animator = ImageAnimator(source, generator, kp_detector, **family.motion('standard'))
+    return [prediction for batch in batched(frames, default_batch_size(animator.device))
+            for prediction in animator(np.stack(batch))]
 
 
-def large_pose_gap_l1(models, root, names, size, quantile=0.75):
+def large_pose_gap_l1(family, models, root, names, size, quantile=0.75):
     """Step 4: {'pose_gap_l1', 'pose_gap_no_motion_l1', 'pose_gap_px' (threshold), 'pose_gap_frames'}."""
     gaps, predictions, targets, sources = [], [], [], []
     for name in names:
@@ -150,7 +155,7 @@ def large_pose_gap_l1(models, root, names, size, quantile=0.75):
         chosen = [t for t in range(len(frames)) if gaps[offset + t] >= threshold]
         offset += len(frames)
         if chosen:
-            predictions.append(np.stack(animate_absolute(models, frames[0], [frames[t] for t in chosen])))
+            predictions.append(np.stack(animate_absolute(family, models, frames[0], [frames[t] for t in chosen])))
     chosen = gaps >= threshold
     targets, sources = np.concatenate(targets)[chosen], np.concatenate(sources)[chosen]
     return {'pose_gap_l1': float(np.abs(np.concatenate(predictions) - targets).mean()),
@@ -158,19 +163,19 @@ def large_pose_gap_l1(models, root, names, size, quantile=0.75):
             'pose_gap_frames': int(chosen.sum())}
 
 
-def seconds_per_frame(config_path, models, frames, rounds=3):
-    """demo.py's default path (relative motion) on one video: median over `rounds` of seconds per
-    frame, after a warm-up; the source's one-time work included."""
-
-    from toolkit import demo
-    from modules.inference import optimize_for_inference
-    for model in models[:3]:
-        if model is not None:
-            optimize_for_inference(model)
+def seconds_per_frame(family, models, frames, rounds=3):
+    """demo.py's default path (relative motion, the networks rewritten for inference) on one video:
+    median over `rounds` of seconds per frame, after a warm-up; the source's one-time work included."""
+    models = {name: optimize_for_inference(copy.deepcopy(model)) if model is not None else None
+              for name, model in models.items()}
+    generator, kp_detector = family.animation(models)
+    motion = family.motion('relative', avd_network=models.get('avd_network'))
     times = []
     for _ in range(rounds + 1):
         start = time.perf_counter()
-        demo.make_animation(frames[0], list(frames), *models, cpu=True)
+        animator = ImageAnimator(frames[0], generator, kp_detector, **motion)
+        for batch in batched(list(frames), default_batch_size(animator.device)):
+            animator(np.stack(batch))
         times.append((time.perf_counter() - start) / len(frames))
     return float(np.median(times[1:]))
 
@@ -200,10 +205,11 @@ def evaluate(config, checkpoint, seed=1, videos=60, test_videos=20, frames=64, w
         names = {split: sorted(p.name for p in (root / split).iterdir()) for split in ('train', 'test')}
         l1 = reconstruction_l1(config, checkpoint, root, work)
         baseline = no_motion_l1(root, names['test'], size)
-        models = load_checkpoints(config, checkpoint, cpu=True)  # kp_detector second in both families
-        tracking = tracking_error(models[1], root, names['train'], names['test'], size)
-        pose_gap = large_pose_gap_l1(models, root, names['test'], size)
-        speed = seconds_per_frame(config, models, video_frames(root, 'test', names['test'][0], size))
+        family = family_of(load_config(config)['model_params'])
+        models = dict(zip(family.demo_models, load_checkpoints(config, checkpoint, cpu=True)))
+        tracking = tracking_error(models['kp_detector'], root, names['train'], names['test'], size)
+        pose_gap = large_pose_gap_l1(family, models, root, names['test'], size)
+        speed = seconds_per_frame(family, models, video_frames(root, 'test', names['test'][0], size))
         segmentation = {} if segmentation_checkpoint is None or not Path(segmentation_checkpoint).is_file() else \
             segmentation_iou(config, segmentation_checkpoint, root, size)
     return {'dataset': {'seed': seed, 'videos': videos, 'test_videos': test_videos, 'frames': frames, 'size': size},

@@ -11,7 +11,7 @@ at random, see `split_videos`). Each video is one of these layouts (names are ma
 Frames come out as float32 RGB in [0, 1]: 8-bit images are divided by 255 and 16-bit ones by 65535,
 grayscale is repeated to 3 channels, an alpha channel is dropped (as the original: not composited),
 palette/CMYK/YCbCr images are converted by Pillow. Frames of another size than frame_shape are
-resized to it with `skimage.transform.resize` (bilinear, anti_aliasing=True), with one warning per
+resized to it with toolkit.resize.resize_frame (bilinear, anti-aliased), with one warning per
 dataset object (so at most one per DataLoader worker).
 
 Decoding is lazy: a training item reads only its two frames. A video file is probed once for its fps
@@ -24,7 +24,7 @@ files; a strip is one image and is read whole; a gif is decoded up to the frame 
 build on the previous ones).
 
 Randomness: every item draws its own `numpy.random.Generator` seeded from torch's global RNG
-(`augmentation.torch_seeded_rng`), so DataLoader workers differ and runs repeat under
+(`toolkit.augmentation.torch_seeded_rng`), so DataLoader workers differ and runs repeat under
 `torch.manual_seed`. The global numpy RNG is neither used nor reseeded.
 
 Bad input is reported as one line (`InputError` / `ConfigError`, see modules/errors.py). A single

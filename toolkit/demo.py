@@ -31,7 +31,7 @@ from modules.families import REGISTRY, family_of
 from modules.fileio import check_output_path
 from modules.inference import inference_copy, optimize_for_inference
 from modules.limits import check_frame_pixels
-from modules.util import kp_key
+from modules.util import kp_key, unwrap
 from toolkit.animation import ImageAnimator, batched, convex_hull_area, default_batch_size, normalize_kp, to_uint8
 from toolkit.datasets import read_image
 from toolkit.devices import pick_device
@@ -61,12 +61,16 @@ ORIGINAL_DEFAULTS = {  # the original demo's, kept when --config is given
 }
 PREVIEW_PANEL = 192  # minimum panel size of the preview, in pixels
 FACE_CONFIG_WORDS = ('vox', 'nemo', 'face', 'cartoon')  # --face_detector auto: configs of face models
-MODES = tuple(dict.fromkeys(mode for family in REGISTRY.values() for mode in family.modes))  # every family's
 
 
 # ----------------------------------------------------------------------------------------------
 # Models
 # ----------------------------------------------------------------------------------------------
+
+def all_modes():
+    """The --mode values of every registered family, in registration order."""
+    return tuple(dict.fromkeys(mode for family in REGISTRY.values() for mode in family.modes))
+
 
 def load_checkpoints(config_path, checkpoint_path, cpu=False, device=None):
     """Builds the demo's networks of a config (its family's demo_models), loads a checkpoint strictly
@@ -80,11 +84,9 @@ def load_checkpoints(config_path, checkpoint_path, cpu=False, device=None):
     names = family.demo_models
     models = build_models(config['model_params'], names=names, device=device)
     checkpoint = read_checkpoint(checkpoint_path, map_location=device)
-    for name in names:
-        if name in family.optional and checkpoint.get(name) is None:
-            log.info('%s has no %s: what needs it is not available (%s)', checkpoint_path, name,
-                     'run.py --mode train_avd trains one' if name == 'avd_network' else 'optional network')
-            models[name] = None
+    models = family.without_missing(models, checkpoint)
+    for name in [name for name, model in models.items() if model is None]:
+        log.info('%s has no %s (optional): what needs it is not available', checkpoint_path, name)
     load_state(checkpoint, {name: model for name, model in models.items() if model is not None},
                source=str(checkpoint_path), config_path=str(config_path))
     return tuple(models[name].eval() if models[name] is not None else None for name in names)
@@ -104,18 +106,17 @@ def make_animation(source_image, driving_video, *networks, batch_size=None, **op
     `cpu` is kept for compatibility: the models' device is used.
     TPSMM / CPABMM: make_animation(source_image, driving_video, inpainting_network, kp_detector,
     dense_motion_network, avd_network, device, mode='relative'), positional or by those names.
-    The family is the one whose original make_animation takes the class of the first network
-    (Family.api_network); its `from_api` reads the rest.
+    The family is the one whose original make_animation takes a network of the class given
+    (Family.api_network; other generators go the first registered family's, FOMM's, way); its
+    `from_api` reads the arguments.
 
     The models run as demo.py runs them: eval-mode models through modules.inference.inference_copy
     (batch norms folded, faster convolutions; the same frames within float rounding), a copy made on
     the first call and reused while the weights are unchanged; the models given, and their
     state_dict(), are not changed."""
-    first = networks[0] if networks else options.get('generator', options.get('inpainting_network'))
-    family = next((f for f in REGISTRY.values() if isinstance(first, f.api_network)), None)
-    if family is None:
-        raise TypeError(f'make_animation: {type(first).__name__} is not the first network of any motion family\'s '
-                        f'make_animation ({", ".join(f.api_network.__name__ for f in REGISTRY.values())})')
+    given = [unwrap(n) for n in (*networks, *options.values()) if isinstance(n, torch.nn.Module)]
+    family = next((f for f in REGISTRY.values() if any(isinstance(n, f.api_network) for n in given)),
+                  next(iter(REGISTRY.values())))
     copies = [inference_copy(n) if isinstance(n, torch.nn.Module) else n for n in networks]
     options = {k: inference_copy(v) if isinstance(v, torch.nn.Module) else v for k, v in options.items()}
     generator, kp_detector, motion = family.from_api(*copies, **options)

@@ -21,7 +21,7 @@ The steps, each with its rule:
 3. Animation: the N faces are one batch for the generator (ImageAnimator with N sources): their
    keypoints and encoder features are computed once, every driving frame is applied to all of them
    (B frames x N faces per forward pass), and with adapt_movement_scale every face is scaled by its
-   own keypoints' convex hull (animate.adapt_movement_scale_factors).
+   own keypoints' convex hull (toolkit.animation.adapt_movement_scale_factors).
 4. Paste-back (`feather_mask`, `paste`): each generated face is resized to its crop (bilinear,
    anti-aliased) and blended into the photo with a feathered elliptical mask: for a pixel at offset
    (dx, dy) from the crop's centre, crop size (w, h),

@@ -3,7 +3,7 @@
 Frame 0 is the source and every frame t (frame 0 included) drives it with absolute keypoints,
 generator(source, kp_source=kp_detector(source), kp_driving=kp_detector(frame t)), as the original.
 The L1 error between the prediction and the real frame measures how well the model reconstructs
-motion (Sec. 4.1 of the paper). The work is batched as in animate.py: source keypoints and
+motion (Sec. 4.1 of the paper). The work is batched as in toolkit.animation: source keypoints and
 encoder features once per video, `batch_size` driving frames per forward pass.
 """
 import csv
@@ -36,7 +36,7 @@ def reconstruction(config, generator, kp_detector, checkpoint, log_dir, dataset,
 
     config: the loaded config (reconstruction_params: num_videos, format; visualizer_params).
     checkpoint: None when the models hold their weights already; a path or a loaded checkpoint dict
-    is loaded strictly first (animate.load_weights), as the original's contract. dataset: a test-mode
+    is loaded strictly first (toolkit.animation.load_weights), as the original's contract. dataset: a test-mode
     FramesDataset (items {'video': float32 (C, T, H, W) in [0, 1], 'name'}). The models run on their
     own device, in eval mode.
 

@@ -1,10 +1,12 @@
-"""The toolkit's one frame resize, used wherever an image or video frame is brought to another size
+"""The toolkit's one frame resize, for every image or video frame brought to the model's frame size
 (the dataset's frames, the demo's source image and driving frames, multi-face crops): bilinear with
 scikit-image's Gaussian anti-aliasing, which acts only when shrinking. The original demo's
 `skimage.transform.resize(image, size)` gives the same values for frames in [0, 1] (bilinear is
 its default order, anti-aliasing its default when shrinking).
 
-Tensors inside the networks are resized by modules.generator.resize instead.
+Tensors inside the networks are resized by modules.generator.resize instead; the training
+augmentation's random rescaling (toolkit.augmentation) and face detection's gray downscaling
+(toolkit.faces) are other jobs with their own rules.
 """
 import numpy as np
 from skimage.transform import resize

@@ -1,5 +1,5 @@
-"""run.py's job as a library: `run(config_path, mode, ...)` trains, reconstructs or animates with a
-config of any registered motion family (modules.families), as the originals' run.py do.
+"""run.py's job as a library: `run(**options)` (RunOptions: run.py's flags) trains, reconstructs or
+animates with a config of any registered motion family (modules.families), as the originals' run.py do.
 
     train               the family's training class (modules.training describes it) in toolkit.training.fit
     train_avd           the family's AVD training (TPSMM, CPABMM), from a trained checkpoint
@@ -27,7 +27,7 @@ from modules.build import build_models
 from modules.checkpoint import load_state, read_checkpoint
 from modules.config import load_config
 from modules.errors import UserError, cannot_write, os_error_cause
-from modules.families import family_of
+from modules.families import REGISTRY, family_of
 from modules.fileio import atomic_path, check_folder, make_folder
 from modules.inference import optimize_for_inference
 from modules.vgg import fetch_vgg19_weights
@@ -143,8 +143,8 @@ def inference_models(family, models, weights, mode):
     the family's animation adapter; optional networks the checkpoint lacks are left out, and the
     reconstruction mode uses the background motion where the family has one (TPSMM's
     reconstruction.py does)."""
-    models = {name: optimize_for_inference(model.eval()) for name, model in models.items()
-              if name not in family.optional or weights.get(name) is not None}
+    models = {name: optimize_for_inference(model.eval())
+              for name, model in family.without_missing(models, weights).items() if model is not None}
     return family.animation(models, background=mode == 'reconstruction')
 
 
@@ -159,13 +159,18 @@ class RunOptions:
     init: str = None
     device_ids: tuple = (0,)
     cpu: bool = False
-    num_workers: int = 0
+    num_workers: int = min(6, os.cpu_count() or 1)  # data-loading worker processes
     seed: int = 0
     bf16: bool = False
     verbose: bool = False
 
 
 MODES = ('train', 'reconstruction', 'animate', 'train_avd', 'train_segmentation')
+
+
+def titles(has):
+    """'TPSMM / CPABMM': the registered families for which has(family) is true."""
+    return ' / '.join(family.title for family in REGISTRY.values() if has(family))
 
 
 def check_run(opt, family, config):
@@ -183,15 +188,16 @@ def check_run(opt, family, config):
     if opt.mode == 'train' and family.training is None:
         raise UserError(f'--mode train: {opt.config} is a {family.title} config, a family without training')
     if opt.mode == 'train_avd' and family.avd_training is None:
-        raise UserError(f'--mode train_avd trains the AVD network of TPSMM / CPABMM: {opt.config} is an '
-                        f'{family.title} config, which has none')
+        raise UserError(f'--mode train_avd trains the AVD network of {titles(lambda f: f.avd_training)}: '
+                        f'{opt.config} is an {family.title} config, which has none')
     if opt.mode == 'train_segmentation' and not family.part_segmentation:
-        raise UserError(f'--mode train_segmentation needs an FOMM config with segmentation_params ({opt.config} is a '
-                        f'{family.title} config)')
+        raise UserError(f'--mode train_segmentation needs a config of {titles(lambda f: f.part_segmentation)} with '
+                        f'segmentation_params ({opt.config} is a {family.title} config)')
     if opt.mode == 'train_avd' and config.get('train_avd_params') is None:
         raise UserError(f'{opt.config} has no train_avd_params section: add one (see config/tpsmm-vox-256.yaml)')
     if opt.bf16 and not family.mixed_precision:
-        raise UserError(f'--bf16 is for FOMM configs ({family.title} solves its motion in float32)')
+        raise UserError(f'--bf16 is for {titles(lambda f: f.mixed_precision)} configs ({family.title} solves its '
+                        f'motion in float32)')
 
 
 def run(argv=None, **options):

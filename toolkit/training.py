@@ -18,8 +18,9 @@ from toolkit.datasets import DatasetRepeater
 from toolkit.logger import Logger
 from modules.checkpoint import load_state
 from modules.errors import TrainingError
+from modules.families import family_of
 from modules.training import FommTraining, NonFiniteLoss
-from modules.tpsmm.training import AvdTraining, TpsTraining
+from modules.tpsmm.training import AvdTraining
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,12 @@ def train(config, generator, discriminator, kp_detector, checkpoint, log_dir, da
 
 
 def train_tps(config, models, checkpoint, log_dir, dataset, device_ids, **options):
-    """Trains TPSMM's networks as its train.py; models: build_models' dict (avd_network is left out). See fit."""
-    models = {name: model for name, model in models.items() if name != 'avd_network'}
-    return fit(config, TpsTraining(config['train_params'], models, options.pop('autocast_dtype', None)),
+    """Trains TPSMM's networks as its train.py, with the training class of the config's family
+    (TPSMM's, or CPABMM's with its own losses); models: build_models' dict (the networks the family
+    trains apart, the AVD network, are left out). See fit."""
+    family = family_of(config['model_params'])
+    models = {name: model for name, model in models.items() if name not in family.trained_apart}
+    return fit(config, family.training(config['train_params'], models, options.pop('autocast_dtype', None)),
                checkpoint, log_dir, dataset, device_ids, **options)
 
 

@@ -88,7 +88,7 @@ def decode_frames(path, seek=0.0, count=None):
         try:
             for buffer in reader:
                 yield np.frombuffer(buffer, dtype=np.uint8).reshape(height, width, 3)
-        except (RuntimeError, ValueError) as e:
+        except (RuntimeError, ValueError, OSError, KeyError) as e:
             raise InputError(f'{path}: decoding failed ({_last_line(e)}); the file may be truncated') from e
     finally:
         reader.close()

@@ -24,13 +24,13 @@ import importlib
 
 #: public name -> the module of this package that defines it
 _HOMES = {
-    **dict.fromkeys(("Key", "Section", "NO_DEFAULT", "MOTION_MODELS", "Int", "Float", "Bool", "Str", "Null",
+    **dict.fromkeys(("Key", "Section", "NO_DEFAULT", "Int", "Float", "Bool", "Str", "Null",
                      "ListOf", "OneOf"), "types"),
     **dict.fromkeys(("SCHEMA", "COMMON_KEYS", "NUM_VGG_LEVELS"), "fomm"),
     **dict.fromkeys(("TPS_SCHEMA", "TPS_COMMON_KEYS"), "tpsmm"),
     **dict.fromkeys(("CPAB_SCHEMA", "CPAB_COMMON_KEYS"), "cpabmm"),
     **dict.fromkeys(("load_config", "validate_config", "iter_schema", "find_config_files", "motion_model",
-                     "family_schema", "SCHEMAS", "CHECKPOINT_NAMES", "CONFIG_DIR", "FAMILY_KEYS",
+                     "family_schema", "MOTION_MODELS", "SCHEMAS", "CHECKPOINT_NAMES", "CONFIG_DIR", "FAMILY_KEYS",
                      "MAX_CONFIG_BYTES", "ConfigError"), "loader"),
 }
 _SUBMODULES = ("types", "fomm", "tpsmm", "cpabmm", "loader", "comments")

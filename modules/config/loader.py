@@ -24,8 +24,8 @@ from modules.errors import ConfigError
 from modules.families import REGISTRY, family_named, family_of
 from modules.limits import MAX_CONFIG_NODES_ENV, max_config_nodes
 
-__all__ = ["CHECKPOINT_NAMES", "CONFIG_DIR", "FAMILY_KEYS", "MAX_CONFIG_BYTES", "SCHEMAS", "family_schema",
-           "find_config_files", "iter_schema", "load_config", "motion_model", "validate_config"]
+__all__ = ["CHECKPOINT_NAMES", "CONFIG_DIR", "FAMILY_KEYS", "MAX_CONFIG_BYTES", "MOTION_MODELS", "SCHEMAS",
+           "family_schema", "find_config_files", "iter_schema", "load_config", "motion_model", "validate_config"]
 
 MAX_CONFIG_BYTES = 1 << 20  # the official configs are 2-6 KB
 
@@ -75,7 +75,9 @@ def family_schema(family: str) -> FamilySchema:
     return FamilySchema(entry.schema, entry.check)
 
 
-#: Schema per motion-model family (motion_model(model_params) chooses).
+#: The registered families' names (model_params.motion_model values) and their schemas, as at import
+#: (family_schema and motion_model ask the registry itself, so a family registered later works too).
+MOTION_MODELS = tuple(REGISTRY)
 SCHEMAS = {family: family_schema(family).schema for family in REGISTRY}
 
 index_schemas(SCHEMAS.values())  # "unknown key 'x' (it belongs in ...)" knows every family's sections

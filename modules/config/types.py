@@ -29,9 +29,6 @@ _WARNED: set = set()
 #: A key path: section and key names, and list indices (('train_params', 'scales', 0)).
 KeyPath = Tuple[Union[str, int], ...]
 
-#: The built-in motion families' names, as model_params.motion_model gives them (the family registry,
-#: modules.families, holds them and any other family registered; the loader asks it).
-MOTION_MODELS = ("fomm", "tps", "cpab")
 
 
 def warn_once(message: str) -> None:
@@ -457,8 +454,8 @@ def documented_default(section: Section, name: str) -> Any:
 
 def motion_model_key(family: str) -> Key:
     """model_params.motion_model of the schema of `family`."""
-    return opt(Str(), f"model family: {family!r} (this layout) or the other one of "
-                      f"{list(MOTION_MODELS)}; absent = read from the keys")
+    return opt(Str(), f"motion family: {family!r} (this layout), or the name of another registered family "
+                      f"(modules.families); absent = read from the keys")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ class GeneratorFullModel(tpsmm_model.GeneratorFullModel):
     train_params.sam_model_path (InputError if a needed one is missing).
     """
 
-    def __init__(self, kp_extractor, bg_predictor, dense_motion_network, inpainting_network, train_params, *kwargs,
+    def __init__(self, kp_extractor, bg_predictor, dense_motion_network, inpainting_network, train_params, *args,
                  structure_extractor=None, semantic_extractor=None):
-        super().__init__(kp_extractor, bg_predictor, dense_motion_network, inpainting_network, train_params, *kwargs)
+        super().__init__(kp_extractor, bg_predictor, dense_motion_network, inpainting_network, train_params, *args)
         self.structure, self.semantic = configured_losses(train_params, structure_extractor, semantic_extractor)
 
     def extra_losses(self, x, generated, epoch):

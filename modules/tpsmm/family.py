@@ -78,7 +78,7 @@ def motion(mode=None, relative=False, adapt_scale=False, avd_network=None):
 
 
 def from_api(inpainting_network, kp_detector, dense_motion_network=None, avd_network=None, device=None,
-             mode='relative', **_):
+             mode='relative'):
     """TPSMM's make_animation(source, driving, inpainting_network, kp_detector, dense_motion_network,
     avd_network, device, mode='relative') arguments -> (generator, kp_detector, motion options)."""
     generator, kp_detector = animation({'inpainting_network': inpainting_network, 'kp_detector': kp_detector,
