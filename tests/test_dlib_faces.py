@@ -93,3 +93,28 @@ def test_missing_models_are_one_clear_line(monkeypatch):
     assert '\n' not in str(error.value)
     with pytest.raises(InputError, match='one of hog, cnn'):
         dlib_faces.detect(astronaut(), 'lbp')
+
+
+def original_normalisation(points):
+    """The original demo's normalize_kp: centred, divided by sqrt(scipy's convex-hull area)."""
+    from scipy.spatial import ConvexHull
+    points = points - points.mean(axis=0, keepdims=True)
+    return points / np.sqrt(ConvexHull(points).volume)
+
+
+def test_find_best_frame_picks_the_originals_frame_on_a_real_video():
+    from toolkit import demo
+    frames = carphone_frames()
+    source = frames[100]
+    driving = [frames[t] for t in range(0, 90, 3)]
+    driving.insert(4, np.full_like(frames[0], 90))  # a frame without a face is skipped
+    reference = original_normalisation(dlib_faces.largest_face_landmarks(source))
+    distances = []
+    for frame in driving:
+        points = dlib_faces.largest_face_landmarks(frame)
+        distances.append(np.inf if points is None else ((original_normalisation(points) - reference) ** 2).sum())
+    assert np.isinf(distances[4]) and np.isfinite(distances).sum() >= len(driving) - 2
+    expected = int(np.argmin(distances))
+    assert demo.find_best_frame(source, driving) == expected
+    assert demo.find_best_frame(source[..., :3].astype(np.float32) / 255, [f / 255 for f in driving]) == expected
+    assert demo.find_best_frame(np.full_like(source, 90), driving) is None  # the original would fail here

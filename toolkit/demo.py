@@ -143,10 +143,35 @@ def normalized_kp(kp_value):
     return centred / np.sqrt(area) if area > 0 else centred
 
 
-def find_best_frame(animator, frames, batch_size=1):
+def find_best_frame(source, driving, cpu=False):
+    """The original's find_best_frame(source, driving, cpu=False): the index of the driving frame whose
+    68 face landmarks, normalised as the original (normalized_kp: centred, divided by the square root
+    of their convex-hull area), are closest (sum of squared differences) to the source's: the best
+    starting pose for relative animation. The landmarks are dlib's (toolkit.dlib_faces; the original
+    used face_alignment's, the same 68-point scheme); frames without a face are skipped. None where
+    the original would fail: no face in the source or in any driving frame. source (H, W, 3), driving
+    an iterable of frames, floats in [0, 1] or uint8; `cpu` is kept for compatibility (dlib runs on
+    the CPU)."""
+    from toolkit import dlib_faces
+    reference = dlib_faces.largest_face_landmarks(source)
+    if reference is None:
+        return None
+    reference = normalized_kp(reference)
+    best, best_distance = None, float('inf')
+    for index, frame in enumerate(driving):
+        points = dlib_faces.largest_face_landmarks(frame)
+        if points is None:
+            continue
+        distance = float(((normalized_kp(points) - reference) ** 2).sum())
+        if distance < best_distance:
+            best, best_distance = index, distance
+    return best
+
+
+def find_best_frame_by_keypoints(animator, frames, batch_size=1):
     """Index of the driving frame whose model keypoints, normalised (normalized_kp), are closest (sum of
-    squared distances) to the source's: the best starting pose for relative animation. Works
-    offline: it uses the animation model's own keypoints instead of a face-landmark detector."""
+    squared distances) to the source's: find_best_frame's criterion with the animation model's own
+    keypoints, for models of other objects than faces and videos where no face is found."""
     key = kp_key(animator.kp_source)
     source = normalized_kp(animator.kp_source[key][0].float().cpu().numpy())
     best, best_distance, index = 0, float('inf'), 0
@@ -276,6 +301,23 @@ def make_animator(opt, image, size, generator, kp_detector, motion):
     return animator, image
 
 
+def choose_best_frame(opt, image, size, animator, batch_size):
+    """--find_best_frame: for a face model (face_detector_for) with the dlib face tools installed, the
+    original's criterion on face landmarks (find_best_frame, the full-resolution source `image`
+    against the driving frames at the model's `size`); else, or when no face is found, the
+    criterion on the model's keypoints. Logs which one chose the frame."""
+    from toolkit import dlib_faces
+    if face_detector_for(opt) != 'none' and dlib_faces.available():
+        best = find_best_frame(image, driving_frames(opt.driving_video, size))
+        if best is not None:
+            log.info('best frame: %d (closest face landmarks)', best)
+            return best
+        log.info('--find_best_frame: no face found in the source or the driving video; using the model\'s keypoints')
+    best = find_best_frame_by_keypoints(animator, driving_frames(opt.driving_video, size), batch_size)
+    log.info('best frame: %d (closest model keypoints)', best)
+    return best
+
+
 def load_networks(config, config_path, checkpoint_path, device):
     """(family, {name: network}) of the demo's networks (Family.demo_models) of the loaded `config`
     (read from config_path) in eval mode, rewritten for inference (modules.inference; ours to change:
@@ -361,8 +403,7 @@ def make_demo(opt):
     batch_size = opt.batch_size or default_batch_size(animator.device, opt.fast)
     best = opt.best_frame
     if best is None and opt.find_best_frame:
-        best = find_best_frame(animator, driving_frames(opt.driving_video, size), batch_size)
-        log.info('best frame: %d', best)
+        best = choose_best_frame(opt, image, size, animator, batch_size)
     if best is not None:
         # The original animates frames best..0 and best..end separately, both relative to frame `best`;
         # one pass in natural order with that initial frame gives the same frames.

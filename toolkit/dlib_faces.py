@@ -119,6 +119,26 @@ def embedding(image, box):
     return np.array(_identity_model().compute_face_descriptor(image, _shape(image, box)), np.float64)
 
 
+def available():
+    """True when dlib and the model files are installed."""
+    return importlib.util.find_spec('dlib') is not None and \
+        importlib.util.find_spec('face_recognition_models') is not None
+
+
+def upsampling_for(image, side=256):
+    """How many doublings (at most 2) bring the image's shorter side to `side` pixels: small frames
+    (64 or 128 pixels, as models' frames are) need them for dlib's detector to see the face."""
+    short = min(np.shape(image)[:2])
+    return int(min(2, max(0, np.ceil(np.log2(side / short)))))
+
+
+def largest_face_landmarks(image):
+    """The 68 landmarks of the largest face of `image` (detected with the upsampling its size needs),
+    or None when no face is found."""
+    boxes = detect(image, upsample=upsampling_for(image))
+    return landmarks(image, boxes[0]) if len(boxes) else None
+
+
 @dataclass(frozen=True)
 class Face:
     box: np.ndarray  # (4,) x1, y1, x2, y2
