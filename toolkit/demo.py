@@ -158,7 +158,7 @@ def find_best_frame(source, driving, cpu=False):
         return None
     reference = normalized_kp(reference)
     best, best_distance = None, float('inf')
-    for index, frame in enumerate(driving):
+    for index, frame in enumerate(tqdm(driving, desc='--find_best_frame', unit='frame', leave=False)):
         points = dlib_faces.largest_face_landmarks(frame)
         if points is None:
             continue
