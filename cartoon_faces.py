@@ -3,6 +3,8 @@
 
     python cartoon_faces.py --out data/cartoon --videos 200 --frames 64 --size 128 --seed 0
     python cartoon_faces.py --out samples --samples          # a source image and a driving video
+    python cartoon_faces.py --train_extractor pretrained/cartoon-64/landmarks.pth.tar
+                                        # train the cartoon landmark and identity extractor (evaluation)
 """
 import argparse
 import sys
@@ -14,7 +16,8 @@ from toolkit.cli import run_entry_point
 def build_parser():
     p = argparse.ArgumentParser(description='Generate a dataset of procedural cartoon talking heads with '
                                             'ground-truth landmarks and part masks (FramesDataset layout).')
-    p.add_argument('--out', required=True, help='output folder (created; existing videos are replaced)')
+    p.add_argument('--out', help='output folder (created; existing videos are replaced); required unless '
+                                 '--train_extractor')
     p.add_argument('--videos', type=int, default=200, help='number of videos, train + test (default 200)')
     p.add_argument('--frames', type=int, default=64, help='frames per video (default 64, at 25 fps)')
     p.add_argument('--size', type=int, default=128, help='frame size in pixels, square (default 128)')
@@ -25,11 +28,23 @@ def build_parser():
     p.add_argument('--samples', action='store_true',
                    help='instead of a dataset, write demo inputs OUT/source.png and OUT/driving.mp4 (two identities '
                         'of --seed, the video --frames long)')
+    p.add_argument('--train_extractor', metavar='OUT.pth.tar',
+                   help='instead, train the landmark and identity network that evaluates cartoon faces on frames '
+                        'it draws itself (its own fixed seeds and recipe; the other options are ignored) and write '
+                        'it to OUT.pth.tar, its log beside it (OUT.log)')
     return p
 
 
 def main(argv=None):
-    return run_entry_point(cartoon_faces, vars(build_parser().parse_args(argv)), describe=str)
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    weights = args.pop('train_extractor')
+    if weights is not None:
+        from toolkit.cartoon_landmarks import train_extractor
+        return run_entry_point(train_extractor, {'out': weights}, describe=str)
+    if args['out'] is None:
+        parser.error('the following arguments are required: --out (or --train_extractor)')
+    return run_entry_point(cartoon_faces, args, describe=str)
 
 
 if __name__ == '__main__':

@@ -8,19 +8,22 @@ also writes the crops itself.
 
 How it works, and where it differs from the original:
 
-* Detection runs offline with scikit-image's bundled LBP frontal-face cascade (toolkit.faces,
-  shared with multi-face animation; the original used face_alignment's S3FD, downloaded at start-up).
-  Each frame is converted to gray and box-averaged down to about --detect_width pixels wide (320:
-  an integer factor, so 640 -> 320, 1920 -> 320; much narrower frames are upscaled by an integer
-  factor instead, 176 -> 352); the cascade scans windows from --min_face of the shorter side up
-  to the whole frame, with scale step 1.1, step ratio 1 and 2 overlapping hits per face, and
-  detections that overlap by more than half of the smaller one are merged into their mean box.
-  With --detect_every k only every k-th frame is searched (k times faster); a track then ends
-  at the last frame where its face was found.
+* Detection runs offline (the original used face_alignment's S3FD, downloaded at start-up) with
+  --detector (toolkit.faces.face_detector, shared with demo.py's faces; docs/faces.md measures
+  them): hog, the default, is dlib's HOG detector; cnn is dlib's CNN detector (about 50 times
+  slower: too slow for long videos on a CPU); lbp is scikit-image's bundled LBP frontal-face
+  cascade (needs no dlib). Each frame is box-averaged down to about --detect_width pixels wide
+  (320: an integer factor, so 640 -> 320, 1920 -> 320). dlib's detectors then double it as often
+  as it takes (at most twice) for a face of --min_face of the shorter side to reach 80 pixels.
+  The LBP cascade works on the gray frame (much narrower frames are upscaled by an integer factor
+  first, 176 -> 352), scans windows from --min_face of the shorter side up to the whole frame, with
+  scale step 1.1, step ratio 1 and 2 overlapping hits per face, and merges detections that overlap
+  by more than half of the smaller one into their mean box. With --detect_every k only every k-th
+  frame is searched (k times faster); a track then ends at the last frame where its face was found.
 * Tracking follows the original: a track keeps the box it started with, and it goes on while some
   detection overlaps that initial box with IoU > --iou_with_initial; each detection joins the
   overlapping track with the highest IoU or starts a new track; the track's region is the union of
-  its boxes. One difference: the LBP cascade misses a face now and then, so a track survives up to
+  its boxes. One difference: a detector misses a face now and then, so a track survives up to
   --max_gap frames without a match (--max_gap 0 is the original's rule: the first miss ends it).
 * A track is kept if end - start > --min_frames (the original's strict test on frame indices), its
   region is enlarged by --increase on each side and stretched to a square (as far as the frame
@@ -48,6 +51,7 @@ from pathlib import Path
 from modules.limits import LIMITS_HELP
 from toolkit.cli import run_entry_point
 from toolkit.cropping import NoTrackFound, crop_video
+from toolkit.faces import DETECTORS, VIDEO_DETECTOR
 
 
 # ----------------------------------------------------------------------------------------------
@@ -74,7 +78,7 @@ def positive_int(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        description='Find face tracks in a video (scikit-image LBP cascade, offline) and print one ffmpeg '
+        description='Find face tracks in a video (offline face detection) and print one ffmpeg '
                     'command per track that cuts and crops it, as the original crop-video.py; --out also '
                     'writes the clips. Exit status 1 if no track is long enough, 2 for a bad input.',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, epilog=LIMITS_HELP)
@@ -92,7 +96,11 @@ def build_parser():
     parser.add_argument('--out', type=Path, default=None,
                         help='also write the clips to OUT/<input name>_<k>.mp4 (H.264, with the audio)')
     parser.add_argument('--mode', choices=['face', 'motion'], default='face',
-                        help='face: LBP face cascade; motion: the largest moving region over the clip')
+                        help='face: face tracks (found with --detector); motion: the largest moving region over the '
+                             'clip')
+    parser.add_argument('--detector', choices=DETECTORS, default=VIDEO_DETECTOR,
+                        help='--mode face\'s face detector: hog: dlib\'s HOG detector; cnn: dlib\'s CNN detector '
+                             '(about 50x slower than hog); lbp: scikit-image\'s LBP cascade (needs no dlib)')
     parser.add_argument('--detect_every', type=positive_int, default=1,
                         help='search faces in every k-th frame only (k times faster)')
     parser.add_argument('--detect_width', type=positive_int, default=320,

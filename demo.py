@@ -17,8 +17,9 @@ import sys
 from modules.limits import LIMITS_HELP
 from toolkit.animation import BATCH_SIZE
 from toolkit.cli import option_defaults, run_entry_point
-from toolkit.demo import (FACE_CONFIG_WORDS, DemoOptions, all_modes, animate_video, find_best_frame, load_checkpoints,
-                          make_animation, relative_kp)
+from toolkit.demo import (FACE_CONFIG_WORDS, FACE_DETECTORS, DemoOptions, all_modes, animate_video, find_best_frame,
+                          load_checkpoints, make_animation, relative_kp)
+from toolkit.faces import PHOTO_DETECTOR
 from toolkit.multi_face import INCREASE, RATIO
 
 __all__ = ['load_checkpoints', 'make_animation', 'find_best_frame', 'relative_kp']  # the originals' API
@@ -69,12 +70,15 @@ def build_parser():
     parser.add_argument('--multi_person', action='store_true',
                         help='animate every face found in the source image together (without it: the largest face) '
                              'and paste each back into the full-resolution image')
-    parser.add_argument('--face_detector', choices=['auto', 'lbp', 'none'],
-                        help='lbp: find faces in the source image (scikit-image\'s LBP cascade, offline), animate '
-                             'them and paste them back; no face found: the whole image, as with none; none: the '
-                             'whole image resized to the model\'s frame size; auto: lbp with --multi_person or '
-                             f'when the config\'s file name contains {", ".join(FACE_CONFIG_WORDS)} and the source '
-                             'is not already the model\'s frame size, else none (default: auto)')
+    parser.add_argument('--face_detector', choices=FACE_DETECTORS,
+                        help='lbp: scikit-image\'s LBP cascade, hog: dlib\'s HOG detector, cnn: dlib\'s CNN detector '
+                             '(slow; hog and cnn need dlib) find the faces in the source image, which are animated '
+                             'and pasted back; no face found: the whole image, as with none; none: the whole image '
+                             'resized to the model\'s frame size; auto: '
+                             f'{PHOTO_DETECTOR} (lbp for cartoon configs or without dlib) with --multi_person or '
+                             'when the config\'s file '
+                             f'name contains {", ".join(FACE_CONFIG_WORDS)} and the source is not already the '
+                             'model\'s frame size, else none (default: auto; docs/faces.md compares the detectors)')
     parser.add_argument('--ratio', type=float,
                         help='radius of the pasted part of each face crop, as a fraction of the crop\'s size, in '
                              f'(0, 1]; the mask fades out softly towards it (default: {RATIO}; 0.4-0.5 suit most '

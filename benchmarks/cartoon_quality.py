@@ -42,6 +42,8 @@ def main(argv=None):
           f"{d['test_videos']} test videos of {d['frames']} frames, {d['size']}x{d['size']}")
     print(f"reconstruction L1 {result['reconstruction_l1']:.4f} vs no-motion baseline {result['no_motion_l1']:.4f} "
           f"(ratio {result['l1_ratio']:.2f}; goal <= 0.5)")
+    print(f"paper's metrics ({result['extractor']} extractor): AKD {result['akd_px']:.3f} px, MKR {result['mkr']:.3f}, "
+          f"AED {result['aed']:.3f} vs no-motion AKD {result['no_motion_akd_px']:.3f} px, AED {result['no_motion_aed']:.3f}")
     print(f"keypoint tracking: mean landmark error {result['keypoint_error_px']:.2f} px vs "
           f"{result['constant_landmarks_error_px']:.2f} px for constant landmarks (frame {d['size']} px)")
     print('per landmark: ' + ', '.join(f'{k} {v:.2f}' for k, v in result['per_landmark_px'].items()))

@@ -9,16 +9,12 @@ background first) so that `--swap_index` takes names. Three kinds:
 2. a segmentation network trained by this toolkit on labelled frames (`SegmentationNetwork`);
 3. the user's own face parser: any callable with the interface (`load_segmenter('module:function')`).
 """
-import importlib
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from modules.errors import InputError
+from modules.plugins import load_plugin
 
 #: A mask image whose largest value exceeds this is read as black and white (thresholded at 128, label 1).
 MAX_LABEL = 32
@@ -97,30 +93,7 @@ class LabelMapSegmenter:
 def load_segmenter(spec):
     """'module:callable' or 'path/to/file.py:callable' -> the callable (a segmenter, or a factory
     called with no arguments when it is a class). Raises InputError with what went wrong."""
-    module_name, _, attribute = str(spec).partition(':')
-    if not module_name or not attribute:
-        raise InputError(f'--segmenter {spec}: give module:callable, e.g. my_parser:segment')
-    try:
-        if module_name.endswith('.py'):
-            path = Path(module_name)
-            if not path.is_file():
-                raise InputError(f'--segmenter {spec}: {path} not found')
-            loader = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(loader)
-            sys.modules[path.stem] = module
-            loader.loader.exec_module(module)
-        else:
-            module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise InputError(f'--segmenter {spec}: cannot import {module_name} ({e})') from e
-    segmenter = getattr(module, attribute, None)
-    if segmenter is None:
-        raise InputError(f'--segmenter {spec}: {module_name} has no {attribute!r}')
-    if isinstance(segmenter, type):
-        segmenter = segmenter()
-    if not callable(segmenter):
-        raise InputError(f'--segmenter {spec}: {attribute!r} is not callable')
-    return segmenter
+    return load_plugin(spec, '--segmenter', 'my_parser:segment')
 
 
 def check_segmentation(masks, frames):

@@ -97,13 +97,19 @@ def quality(tmp_path_factory):
 
 def test_the_model_card_numbers_are_the_checkpoint_s(quality):
     card = json.loads((BUNDLED / 'quality.json').read_text())
-    for key in ('reconstruction_l1', 'no_motion_l1', 'keypoint_error_px', 'constant_landmarks_error_px'):
+    for key in ('reconstruction_l1', 'no_motion_l1', 'keypoint_error_px', 'constant_landmarks_error_px', 'akd_px',
+                'no_motion_akd_px', 'aed', 'no_motion_aed'):
         assert quality[key] == pytest.approx(card[key], rel=0.01), key
+    assert quality['mkr'] == card['mkr'] and quality['no_motion_mkr'] == card['no_motion_mkr']
     text = (BUNDLED / 'README.md').read_text()
     for key in ('reconstruction_l1', 'no_motion_l1'):
         assert f'{card[key]:.4f}' in text, key
     for key in ('keypoint_error_px', 'constant_landmarks_error_px'):
         assert f'{card[key]:.2f} px' in text, key
+    for key in ('akd_px', 'no_motion_akd_px'):
+        assert f'{card[key]:.3f} px' in text, key
+    for key in ('aed', 'no_motion_aed', 'mkr'):
+        assert f'{card[key]:.3f}' in text, key
     assert quality['segmentation_mean_iou'] == pytest.approx(card['segmentation_mean_iou'], rel=0.01)
     assert f"{card['segmentation_mean_iou']:.3f}" in text
 
@@ -121,6 +127,14 @@ def test_large_pose_gap_frames_are_the_quarter_that_moves_most(quality):
     assert quality['pose_gap_frames'] == 20 * 64 // 4
     assert quality['pose_gap_no_motion_l1'] > 1.3 * quality['no_motion_l1'], 'those frames are far from the source'
     assert quality['pose_gap_l1'] > 0 and quality['pose_gap_px'] > 1
+
+
+def test_the_paper_s_metrics_beat_not_moving(quality):
+    """With the cartoon extractor: the generated frames' landmarks and identity are closer to the true
+    frames' than the source frame's are."""
+    assert quality['akd_px'] <= 0.5 * quality['no_motion_akd_px'], quality
+    assert quality['aed'] < quality['no_motion_aed'], quality
+    assert quality['mkr'] == 0.0
 
 
 def test_reconstruction_l1_is_at_most_half_the_no_motion_baseline(quality):

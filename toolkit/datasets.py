@@ -330,6 +330,48 @@ def read_video(path, frame_shape=(256, 256, 3)) -> np.ndarray:
     return np.stack([f if f.shape[:2] == (height, width) else resize_frame(f, (height, width)) for f in frames])
 
 
+def frame_count(path, frame_width=None) -> int:
+    """How many frames the video at `path` (any of the layouts) has, from its header where it has one.
+    frame_width: where a .png/.jpg strip is cut (default: its height, square frames)."""
+    video = _open_checked(path, frame_width)
+    try:
+        return video.num_frames()
+    except _BadVideo as e:
+        raise InputError(f'{path}: {e}') from e
+
+
+def iter_frames(path, frame_width=None):
+    """Yields the frames of the video at `path` (any of the layouts) as uint8 (H, W, 3) RGB, at their
+    own size: a video file is decoded one frame at a time, the other layouts are read whole.
+    frame_width: where a strip is cut (default: its height). Raises InputError when it is missing
+    or cannot be decoded."""
+    video = _open_checked(path, frame_width)
+    try:
+        if isinstance(video, _VideoFile):
+            yield from decode_frames(video.path)
+            return
+        for frame in video.read_all():
+            yield np.rint(frame * 255.0).astype(np.uint8)
+    except _BadVideo as e:
+        raise InputError(f'{path}: {e}') from e
+
+
+def _open_checked(path, frame_width=None):
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f'{path}: video not found; check the path')
+    if frame_width is None and _has_ext(path, STRIP_EXTENSIONS) and not os.path.isdir(path):
+        try:
+            with open_image(path) as img:
+                frame_width = img.size[1]
+        except (OSError, ValueError) as e:
+            raise InputError(f'{path}: cannot read image: {_one_line(e)}') from e
+    video = _open_video(path, frame_width or 1)
+    if video is None:
+        raise InputError(f'{path}: not a video; expected {LAYOUTS}')
+    return video
+
+
 # ----------------------------------------------------------------------------------------------
 # Listing and splitting
 # ----------------------------------------------------------------------------------------------
@@ -385,6 +427,16 @@ def _is_frame_folder(path: str) -> bool:
                        for e in entries)
     except OSError:
         return False
+
+
+def list_videos(folder) -> List[str]:
+    """Sorted names of the entries of `folder` that can be videos; InputError when there is none."""
+    return _list_videos(os.fspath(folder))
+
+
+def is_frame_folder(path) -> bool:
+    """True for a folder that directly holds frame images (one video), not a folder of videos."""
+    return os.path.isdir(path) and _is_frame_folder(os.fspath(path))
 
 
 def _probe(video) -> None:

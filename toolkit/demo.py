@@ -35,6 +35,7 @@ from modules.util import kp_key, unwrap
 from toolkit.animation import ImageAnimator, batched, convex_hull_area, default_batch_size, normalize_kp, to_uint8
 from toolkit.datasets import read_image
 from toolkit.devices import pick_device
+from toolkit.faces import DETECTORS, PHOTO_DETECTOR, check_detector
 from toolkit.multi_face import INCREASE, RATIO, FaceAnimator, check_increase, check_ratio, detect_faces
 from toolkit.resize import resize_frame
 from toolkit.video_io import (RESULT_SUFFIXES, VIDEO_SUFFIXES, VideoWriter, iter_video_frames, mux_audio, open_writer,
@@ -61,6 +62,7 @@ ORIGINAL_DEFAULTS = {  # the original demo's, kept when --config is given
 }
 PREVIEW_PANEL = 192  # minimum panel size of the preview, in pixels
 FACE_CONFIG_WORDS = ('vox', 'nemo', 'face', 'cartoon')  # --face_detector auto: configs of face models
+FACE_DETECTORS = ('auto',) + DETECTORS + ('none',)  # --face_detector's choices
 
 
 # ----------------------------------------------------------------------------------------------
@@ -243,12 +245,21 @@ def driving_frames(path, size, start=0):
 
 
 def face_detector_for(opt):
-    """'lbp' or 'none': --face_detector as given, where auto = lbp with --multi_person or for a face
-    model (the config's file name contains one of FACE_CONFIG_WORDS), else none."""
+    """One of toolkit.faces.DETECTORS, or 'none': --face_detector as given, where auto = a face
+    detector with --multi_person or for a face model (the config's file name contains one of
+    FACE_CONFIG_WORDS), else none. auto's detector is PHOTO_DETECTOR (measured on photographs:
+    docs/faces.md), or lbp when that needs dlib and dlib is not installed, and for cartoon models:
+    dlib's detectors find some drawn faces and miss others, the LBP cascade none (their faces are
+    given as boxes, from part masks)."""
     if opt.face_detector != 'auto':
         return opt.face_detector
     name = Path(opt.config).name.lower()
-    return 'lbp' if opt.multi_person or any(word in name for word in FACE_CONFIG_WORDS) else 'none'
+    if not (opt.multi_person or any(word in name for word in FACE_CONFIG_WORDS)):
+        return 'none'
+    from toolkit import dlib_faces
+    if 'cartoon' in name or not (PHOTO_DETECTOR == 'lbp' or dlib_faces.available()):
+        return 'lbp'
+    return PHOTO_DETECTOR
 
 
 def check_options(opt):
@@ -257,8 +268,13 @@ def check_options(opt):
         raise InputError('--best_frame must be >= 0')
     check_ratio(opt.ratio, '--ratio')
     check_increase(opt.increase, '--increase')
+    if opt.face_detector not in FACE_DETECTORS:
+        raise InputError(f'--face_detector must be one of {", ".join(FACE_DETECTORS)}, got {opt.face_detector!r}')
     if opt.multi_person and opt.face_detector == 'none':
-        raise InputError('--multi_person needs face detection: drop --face_detector none (or give lbp)')
+        raise InputError('--multi_person needs face detection: drop --face_detector none (or give a detector: '
+                         f'{", ".join(DETECTORS)})')
+    if opt.face_detector in DETECTORS:
+        check_detector(opt.face_detector)  # a missing dlib: one line now, not after the model is loaded
 
 
 def choose_faces(opt, image, detector):
@@ -266,15 +282,16 @@ def choose_faces(opt, image, detector):
     else the largest), or None: no detection, or no face found (the whole image is animated)."""
     if detector == 'none':
         return None
-    boxes = detect_faces(image)
+    boxes = detect_faces(image, detector=detector)
     if not len(boxes):
-        log.info('no face found in %s: animating the whole image instead', opt.source_image)
+        log.info('no face found in %s: animating the whole image instead (detector: %s)', opt.source_image, detector)
         return None
     if opt.multi_person:
-        log.info('%d face(s) found in %s: animating all of them together', len(boxes), opt.source_image)
+        log.info('%d face(s) found in %s by the %s detector: animating all of them together', len(boxes),
+                 opt.source_image, detector)
         return boxes
-    log.info('%d face(s) found in %s: animating the largest (--multi_person animates all)', len(boxes),
-             opt.source_image)
+    log.info('%d face(s) found in %s by the %s detector: animating the largest (--multi_person animates all)',
+             len(boxes), opt.source_image, detector)
     return boxes[:1]
 
 

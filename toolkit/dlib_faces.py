@@ -63,6 +63,12 @@ def _detector(kind):
     return dlib.cnn_face_detection_model_v1(str(model_path('cnn')))
 
 
+def load_detector(kind):
+    """Loads the `kind` detector (one of DETECTORS) now, once: InputError if dlib, its model file or
+    the name is wrong, before any work is done."""
+    _detector(kind)
+
+
 @functools.cache
 def _shape_predictor():
     return _dlib().shape_predictor(str(model_path('landmarks')))
@@ -83,15 +89,16 @@ def as_dlib_image(image):
     return np.ascontiguousarray(image)
 
 
-def detect(image, detector='hog', upsample=1):
+def detect(image, detector='hog', upsample=1, threshold=0.0):
     """Face boxes (N, 4) float64 x1, y1, x2, y2 (x2, y2 exclusive), largest first (the more confident
     first among equal sizes). upsample: how many times the image is doubled before detection (1
-    finds faces down to about 40 pixels)."""
+    finds faces down to about 40 pixels). threshold: the least detection score kept (HOG: its SVM
+    score, CNN: its confidence; 0 is dlib's own rule)."""
     image = as_dlib_image(image)
     if detector == 'hog':
-        rects, scores, _ = _detector('hog').run(image, upsample, 0.0)
+        rects, scores, _ = _detector('hog').run(image, upsample, threshold)
     else:  # the CNN detector returns scored rectangles
-        found = _detector(detector)(image, upsample)
+        found = [item for item in _detector(detector)(image, upsample) if item.confidence >= threshold]
         rects, scores = [item.rect for item in found], [item.confidence for item in found]
     boxes = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects], np.float64).reshape(-1, 4)
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -157,3 +164,30 @@ def analyse(image, detector='hog', upsample=1) -> Optional[Face]:
     points = np.array([[p.x, p.y] for p in shape.parts()], np.float64)
     vector = np.array(_identity_model().compute_face_descriptor(image, shape), np.float64)
     return Face(box, points, vector)
+
+
+class FaceExtractor:
+    """The evaluation's `faces` extractor (toolkit.evaluation): for every frame, the 68 landmarks and
+    the identity embedding of its largest face, found by the HOG detector with the upsampling the
+    frame's size needs (upsampling_for).
+
+    extractor(frames (N, H, W, 3) uint8) -> {'keypoints': float32 (N, 68, 2) pixel (x, y),
+    'identity': float32 (N, 128)}; a frame without a face has NaN rows in both."""
+    name = 'faces'
+    keypoint_names = tuple(f'point{i}' for i in range(68))  # iBUG 300-W order: jaw 0-16, brows, nose, eyes, mouth
+
+    def __init__(self, detector='hog'):
+        _detector(detector)  # fails now, with one line, when dlib or a model is missing
+        _shape_predictor()
+        _identity_model()
+        self.detector = detector
+
+    def __call__(self, frames):
+        frames = np.asarray(frames)
+        keypoints = np.full((len(frames), 68, 2), np.nan, np.float32)
+        identity = np.full((len(frames), 128), np.nan, np.float32)
+        for i, frame in enumerate(frames):
+            face = analyse(frame, self.detector, upsampling_for(frame))
+            if face is not None:
+                keypoints[i], identity[i] = face.landmarks, face.embedding
+        return {'keypoints': keypoints, 'identity': identity}

@@ -1,7 +1,8 @@
 """Offline face detection shared by crop-video.py (toolkit.cropping) and multi-face animation
-(toolkit.multi_face): scikit-image's bundled LBP frontal-face cascade (no model download), box
-helpers (IoU, union, merging of overlapping hits, dropping of overlapping faces) and the two crop
-rules built on `--increase`:
+(toolkit.multi_face): `face_detector(name, frame_shape, ...)`, the one choice of detector
+(DETECTORS: scikit-image's bundled LBP frontal-face cascade, dlib's HOG detector or dlib's CNN
+detector, toolkit.dlib_faces; no model download), box helpers (IoU, union, merging of overlapping
+hits, dropping of overlapping faces) and the two crop rules built on `--increase`:
 
 * `compute_crop`: the original crop-video.py's rule for a face track (grown, squared as far as the
   frame allows, then clipped to the frame: it may end up non-square at an edge);
@@ -12,12 +13,19 @@ Boxes are (x1, y1, x2, y2) floats in pixels of the full-size image, x to the rig
 """
 import numpy as np
 
+from modules.errors import InputError
+
 # Cascade search parameters, in pixels of the downscaled detection frame.
 SCALE_FACTOR = 1.1  # window growth per scale (1.2 misses faces in small videos such as carphone)
 STEP_RATIO = 1.0  # exhaustive sliding window; 1.5 is ~3x faster but misses small faces
 MIN_WINDOW = 24  # the cascade's own window size: no smaller face can be found
 MIN_NEIGHBORS = 2  # overlapping hits needed for a detection (4 misses most carphone frames)
 MERGE_OVERLAP = 0.5  # intersection / smaller area above which two final detections are one face
+DETECTORS = ('lbp', 'hog', 'cnn')  # face_detector's names
+VIDEO_DETECTOR = 'hog'  # crop-video.py's default (docs/faces.md, "Which face detector": measured)
+PHOTO_DETECTOR = 'cnn'  # demo.py --face_detector auto's choice for photographs (likewise)
+DLIB_FACE = 80  # pixels: the smallest face dlib's detectors find without upsampling (HOG's 80x80 window)
+DLIB_MAX_UPSAMPLE = {'hog': 2, 'cnn': 1}  # doublings at most: each quadruples the time (the CNN's is seconds)
 LUMA = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)  # skimage.color.rgb2gray weights
 
 
@@ -172,3 +180,71 @@ class FaceDetector:
                                                 max_size=self.max_size, min_neighbor_number=self.min_neighbors)
         boxes = [(d['c'], d['r'], d['c'] + d['width'], d['r'] + d['height']) for d in found]
         return merge_overlapping(boxes) * self.factor / self.up
+
+
+def downscale_rgb(frame, factor):
+    """uint8 (H, W, 3) -> uint8 (H // factor, W // factor, 3), box-averaged (the frame itself for 1)."""
+    if factor == 1:
+        return frame[..., :3]
+    h, w = frame.shape[0] // factor, frame.shape[1] // factor
+    blocks = frame[:h * factor, :w * factor, :3].reshape(h, factor, w, factor, 3).astype(np.float32)
+    return np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8)
+
+
+def dlib_upsampling(kind, smallest_face):
+    """dlib's doublings (0 .. DLIB_MAX_UPSAMPLE[kind]) that bring a face of `smallest_face` pixels to
+    DLIB_FACE."""
+    return int(np.clip(np.ceil(np.log2(DLIB_FACE / max(1.0, smallest_face))), 0, DLIB_MAX_UPSAMPLE[kind]))
+
+
+class DlibFaceDetector:
+    """dlib's HOG ('hog') or CNN ('cnn') face detector (toolkit.dlib_faces) with FaceDetector's
+    sizing: the frame is box-averaged down by the integer factor that brings its width closest to
+    detect_width (never up), then dlib doubles it as often as it takes for a face of min_face of the
+    shorter side to reach DLIB_FACE pixels (at most DLIB_MAX_UPSAMPLE[kind] times); detections
+    scoring below min_score are dropped. uint8 (H, W, 3) -> (N, 4) float boxes (x1, y1, x2, y2) in
+    full-frame pixels, largest first.
+
+    The model is loaded here: a missing dlib or model file raises InputError before any frame."""
+
+    def __init__(self, kind, frame_shape, detect_width=320, min_face=0.125, min_score=0.0):
+        from toolkit import dlib_faces
+        check_detector(kind)
+        self.kind = kind
+        self.detect = dlib_faces.detect
+        self.factor = detection_factor(frame_shape[1], detect_width)
+        self.upsample = dlib_upsampling(kind, min(frame_shape[:2]) // self.factor * min_face)
+        self.min_score = min_score
+
+    def __call__(self, frame):
+        small = downscale_rgb(frame, self.factor)
+        return self.detect(small, self.kind, self.upsample, self.min_score) * self.factor
+
+
+def check_detector(name):
+    """Raises InputError for a name not in DETECTORS, or when dlib or its model is missing for hog /
+    cnn (their model is loaded, once): what face_detector would raise, before any frame is read."""
+    if name not in DETECTORS:
+        raise InputError(f'face detector must be one of {", ".join(DETECTORS)}, got {name!r}')
+    if name != 'lbp':
+        from toolkit import dlib_faces
+        try:
+            dlib_faces.load_detector(name)
+        except InputError as e:
+            raise InputError(f'face detector {name!r}: {e}; the lbp detector needs neither') from e
+
+
+def face_detector(name, frame_shape, detect_width=320, min_face=0.125, min_neighbors=MIN_NEIGHBORS, min_score=0.0):
+    """The face detector `name` (one of DETECTORS) for frames of frame_shape (H, W, ...): a callable
+    uint8 (H, W, 3) -> (N, 4) float boxes (x1, y1, x2, y2) in the frame's pixels.
+
+    lbp: scikit-image's LBP cascade (FaceDetector; min_neighbors: the overlapping hits a face needs);
+    hog, cnn: dlib's detectors (DlibFaceDetector, which needs dlib and face-recognition-models; the
+    CNN is about 50 times slower than HOG; min_score: the least detection score kept, 0 being
+    dlib's rule). All search faces from min_face of the shorter side up, on the frame scaled by an
+    integer factor to about detect_width pixels wide. Raises InputError for an unknown name, or when
+    dlib is missing for hog / cnn."""
+    check_detector(name)
+    if name == 'lbp':
+        return FaceDetector(frame_shape, detect_width, min_face, min_neighbors)
+    return DlibFaceDetector(name, frame_shape, detect_width, min_face, min_score)

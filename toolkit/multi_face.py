@@ -8,12 +8,15 @@ face is blended back into the full-resolution photo.
 
 The steps, each with its rule:
 
-1. Detection (`detect_faces`), once, offline: scikit-image's bundled LBP frontal-face cascade
-   (toolkit.faces.FaceDetector) on the photo scaled so that its shorter side is about DETECT_SIZE
-   pixels (an integer factor down, or up for small images), windows from MIN_FACE of the shorter
-   side up, MIN_NEIGHBORS overlapping hits per face (a photo gets one look, so it asks for more
-   evidence than a video frame does). Hits overlapping by more than half of the smaller are merged;
-   boxes that still overlap are reduced to the largest (toolkit.faces.drop_overlapping).
+1. Detection (`detect_faces`), once, offline, with one of toolkit.faces.DETECTORS (default
+   PHOTO_DETECTOR, dlib's CNN detector, chosen by measurement: docs/faces.md): the photo is scaled
+   by an integer factor so that its shorter side is about DETECT_SIZE pixels (the LBP cascade also
+   scales small images up; dlib's detectors double the image as often as it takes for a face of
+   MIN_FACE of the shorter side to reach 80 pixels, HOG at most twice, the CNN once), and faces
+   from MIN_FACE of the shorter side up are searched. A photo gets one look, so it asks for more
+   evidence than a video frame does: the LBP cascade MIN_NEIGHBORS overlapping hits per face (it
+   merges hits overlapping by more than half of the smaller), dlib a score of MIN_SCORE. Boxes that
+   still overlap are reduced to the largest (toolkit.faces.drop_overlapping).
 2. Crops (toolkit.faces.square_crop): each box grows by `increase` of its longer side on each side
    into a square (crop-video.py's --increase; 0.5 = twice the box, about the framing of the
    VoxCeleb crops), is moved inside the photo, and shrunk (never squashed) only if larger than it.
@@ -44,7 +47,7 @@ import numpy as np
 import torch.nn.functional as F
 
 from toolkit.animation import ImageAnimator, batched, default_batch_size, to_uint8
-from toolkit.faces import FaceDetector, drop_overlapping, square_crop
+from toolkit.faces import PHOTO_DETECTOR, drop_overlapping, face_detector, square_crop
 from toolkit.resize import resize_frame
 from modules.errors import InputError
 
@@ -55,7 +58,8 @@ INCREASE = 0.5  # each side of the face box grows by this fraction of its longer
 FEATHER = 0.3  # the outer 30% of the ellipse's radius fades from 1 to 0
 DETECT_SIZE = 320  # shorter side of the photo, in pixels, as the cascade sees it
 MIN_FACE = 0.075  # smallest face searched, as a fraction of the shorter side (24 of 320 pixels)
-MIN_NEIGHBORS = 16  # overlapping cascade hits per face in a photo (fewer: false faces in dark regions)
+MIN_NEIGHBORS = 16  # overlapping LBP cascade hits per face in a photo (fewer: false faces in dark regions)
+MIN_SCORE = 0.5  # least dlib detection score in a photo (dlib's own 0 lets a badge pass: docs/faces.md)
 
 
 class NoFaceFound(InputError):
@@ -94,17 +98,21 @@ def as_float(image):
     return image.astype(np.float32) / 255 if image.dtype == np.uint8 else image
 
 
-def detect_faces(image, detect_size=DETECT_SIZE, min_face=MIN_FACE, min_neighbors=MIN_NEIGHBORS):
+def detect_faces(image, detector=PHOTO_DETECTOR, detect_size=DETECT_SIZE, min_face=MIN_FACE,
+                 min_neighbors=MIN_NEIGHBORS, min_score=MIN_SCORE):
     """Frontal faces in one photo: (H, W, 3) uint8 or float in [0, 1] -> (N, 4) float64 boxes
     (x1, y1, x2, y2) in the photo's pixels, largest first, none overlapping (module docstring, step 1).
-    Raises nothing when there is no face: the result is then empty, (0, 4)."""
+    detector: one of toolkit.faces.DETECTORS (lbp, hog, cnn); the evidence a face needs:
+    min_neighbors for lbp, min_score for hog and cnn.
+    Raises nothing when there is no face: the result is then empty, (0, 4). Raises InputError for an
+    unknown detector, or when dlib is missing for hog / cnn."""
     image = to_uint8(as_image(image))
     height, width = image.shape[:2]
-    # FaceDetector sizes the frame by its width: this width puts the shorter side near detect_size.
-    detector = FaceDetector(image.shape, detect_width=width * detect_size / min(height, width), min_face=min_face,
-                            min_neighbors=min_neighbors)
-    boxes = drop_overlapping(detector(image))
-    log.debug('faces found: %s', np.round(boxes).astype(int).tolist())
+    # The detectors size the frame by its width: this width puts the shorter side near detect_size.
+    find = face_detector(detector, image.shape, detect_width=width * detect_size / min(height, width),
+                         min_face=min_face, min_neighbors=min_neighbors, min_score=min_score)
+    boxes = drop_overlapping(find(image))
+    log.debug('faces found (%s): %s', detector, np.round(boxes).astype(int).tolist())
     return boxes
 
 

@@ -35,6 +35,7 @@ from modules.segmentation import build_segmentation_network
 from toolkit.animation import animate
 from toolkit.datasets import FramesDataset
 from toolkit.devices import pick_device
+from toolkit.evaluation import load_extractor
 from toolkit.reconstruction import reconstruction
 from toolkit.segmentation_training import train_segmentation
 from toolkit.training import fit
@@ -209,6 +210,9 @@ def run(argv=None, **options):
         config = load_config(opt.config)
         family = family_of(config['model_params'])
         check_run(opt, family, config)
+        # an extractor named by reconstruction_params is loaded (or fails, in one line) before any work
+        extractor = load_extractor(config['reconstruction_params'].get('extractor'),
+                                   'reconstruction_params.extractor') if opt.mode == 'reconstruction' else None
         # where the results go must be writable: checked before any work and before anything is created
         check_folder(*results_place(opt))
 
@@ -266,8 +270,10 @@ def run(argv=None, **options):
             # upsampling convolutions as transposed ones: a rounding-level change), and
             # checkpoint=None: the weights were loaded (strictly) above.
             generator, kp_detector = inference_models(family, models, weights, opt.mode)
-            job = reconstruction if opt.mode == 'reconstruction' else animate
-            job(config, generator, kp_detector, None, str(log_dir), dataset)
+            if opt.mode == 'reconstruction':
+                reconstruction(config, generator, kp_detector, None, str(log_dir), dataset, extractor=extractor)
+            else:
+                animate(config, generator, kp_detector, None, str(log_dir), dataset)
     finally:
         if distributed:
             torch.distributed.destroy_process_group()

@@ -123,6 +123,9 @@ VISUALIZER_HELP = "pictures drawn during training and in the other modes"
 RECONSTRUCTION = Section({
     "num_videos": fill(OneOf(NONNEG_INT, Null()), "number of test videos to reconstruct; null = all", None),
     "format": FORMAT,
+    "extractor": fill(OneOf(Str(nonempty_rule), Null()),
+                      "also compute the paper's AKD, MKR and AED with this extractor (faces, cartoon or "
+                      "module:Class; see evaluate.py); null = L1 only", None),
 }, doc="reconstruction mode")
 
 NORMALIZATION = Section({
