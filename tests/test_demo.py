@@ -223,3 +223,30 @@ def test_memory_is_flat_in_video_length(tmp_path):
     long = peak_rss_mb_of_demo(tmp_path, 400)
     print(f'peak RSS {short:.0f} MB for 40 frames, {long:.0f} MB for 400')
     assert long - short < 50, f'peak RSS {short:.0f} MB for 40 frames, {long:.0f} MB for 400'
+
+
+def test_draw_keypoints_draws_the_model_s_keypoints(tmp_path):
+    """The keypoints view (app.py's third tab): each keypoint's disk is centred where the keypoint
+    detector puts it, in the colormap's colour; the driving video keeps its frame count."""
+    import matplotlib
+    bundled = REPO / 'pretrained' / 'cartoon-64'
+    config = REPO / 'config' / 'cartoon-64.yaml'
+    image, video = demo.draw_keypoints(str(config), str(bundled / 'cartoon-64.pth.tar'), str(bundled / 'source.png'),
+                                       str(bundled / 'driving.mp4'), tmp_path / 'k.png', tmp_path / 'k.mp4', cpu=True)
+    _, kp_detector = demo.load_checkpoints(str(config), str(bundled / 'cartoon-64.pth.tar'), cpu=True)
+    source = demo.read_source_image(bundled / 'source.png', (64, 64))
+    with torch.no_grad():
+        kp = kp_detector(torch.from_numpy(source).permute(2, 0, 1)[None])['value'][0].numpy()
+    drawn = iio.imread(image).astype(int)
+    assert drawn.shape == (256, 256, 3)
+    centres = (kp + 1) / 2 * 256  # the Visualizer's mapping: -1 -> 0, +1 -> 256
+    colormap = matplotlib.colormaps['gist_rainbow']
+    checked = 0
+    for k, (x, y) in enumerate(centres):
+        if any(np.hypot(*(centres[j] - (x, y))) < 8 for j in range(k + 1, len(kp))):
+            continue  # a later disk covers it
+        colour = np.array(colormap(k / len(kp))[:3]) * 255
+        assert np.abs(drawn[int(y), int(x)] - colour).max() <= 2, k
+        checked += 1
+    assert checked >= len(kp) // 2
+    assert sum(1 for _ in iter_video_frames(video)) == sum(1 for _ in iter_video_frames(bundled / 'driving.mp4'))

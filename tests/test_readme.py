@@ -22,6 +22,8 @@ QUICK_START_WITHIN = 40  # the quick start's code block starts within this many 
 TESTED = {
     'python demo.py':
         'tests/test_bundled_model.py::test_bare_demo_animates_the_bundled_samples',
+    'python app.py':
+        'tests/test_webapp.py::test_the_page_animates_the_samples_offline',
     'python part_swap.py --config config/cartoon-64.yaml --checkpoint pretrained/cartoon-64/cartoon-64.pth.tar '
     '--source_image pretrained/cartoon-64/source.png --target_video pretrained/cartoon-64/driving.mp4 '
     '--source_mask pretrained/cartoon-64/source-mask.png --swap_index 1,3,4,5,6 --preview swap.gif':
@@ -51,7 +53,8 @@ NOT_TOOLS = {'python -m pytest -q'}
 # options whose value is an input file; such a command needs only the repository's own files when
 # every input lies in one of BUNDLED_DIRS
 INPUT_OPTIONS = {'--config', '--checkpoint', '--init', '--source_image', '--driving_video', '--target_video',
-                 '--source_mask', '--target_masks', '--segmentation_checkpoint', '--segmenter', '--inp'}
+                 '--source_mask', '--target_masks', '--segmentation_checkpoint', '--segmenter', '--inp',
+                 '--checkpoints'}
 BUNDLED_DIRS = {'pretrained', 'config'}
 # datasets the README's own commands generate (cartoon_faces.py)
 GENERATED_DATA = {'data/cartoon'}

@@ -482,3 +482,47 @@ def open_result(result_video, meta, preview=None, audio_source=None, desc='anima
             silent.unlink(missing_ok=True)
     if preview:
         writers[1].commit()
+
+
+# ----------------------------------------------------------------------------------------------
+# What the model tracks: its keypoints drawn on the source and on the driving video
+# ----------------------------------------------------------------------------------------------
+
+KEYPOINT_VIEW = 256  # the keypoint views are drawn at least this large, so small models' frames stay legible
+
+
+def draw_keypoints(config, checkpoint, source_image, driving_video, image_out, video_out, cpu=False, batch_size=None):
+    """The model's keypoints as the original's Visualizer draws them (visualizer_params): on the source
+    image (written to image_out, a PNG) and on every driving frame (video_out, an mp4 at the driving
+    video's fps), each at the model's frame size scaled up to at least KEYPOINT_VIEW pixels. Returns
+    the two paths."""
+    from toolkit.logger import Visualizer, write_png_atomic
+
+    check_files(('--config', config), ('--checkpoint', checkpoint), ('--source_image', source_image),
+                ('--driving_video', driving_video))
+    check_output_path(image_out, 'image_out', ('.png',))
+    check_output_path(video_out, 'video_out', VIDEO_SUFFIXES)
+    meta = read_video_meta(driving_video)
+    check_frame_pixels(*meta['size'], f'each frame of {driving_video}')
+    loaded = load_config(config)
+    size = tuple(loaded['dataset_params']['frame_shape'][:2])
+    view = tuple(max(1, round(s * max(1.0, KEYPOINT_VIEW / min(size)))) for s in size)
+    visualizer = Visualizer(**loaded['visualizer_params'])
+    family, models = load_networks(loaded, config, checkpoint, pick_device(cpu))
+    _, kp_detector = family.animation(models)
+    device = next(kp_detector.parameters()).device
+
+    @torch.inference_mode()
+    def drawn(frames):
+        x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).to(device)
+        kp = kp_detector(x)
+        kp = kp[kp_key(kp)].float().cpu().numpy()
+        return [to_uint8(visualizer.draw_image_with_kp(resize_frame(f, view), k)) for f, k in zip(frames, kp)]
+
+    write_png_atomic(image_out, drawn([read_source_image(source_image, size)])[0])
+    with open_result(video_out, meta, desc='keypoints') as (writer, _, progress):
+        for frames in batched(driving_frames(driving_video, size), batch_size or default_batch_size(device)):
+            for frame in drawn(frames):
+                writer.write(even_size(frame))
+            progress.update(len(frames))
+    return [Path(image_out), Path(video_out)]
