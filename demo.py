@@ -17,7 +17,7 @@ import sys
 from modules.limits import LIMITS_HELP
 from toolkit.animation import BATCH_SIZE
 from toolkit.cli import option_defaults, run_entry_point
-from toolkit.demo import (FACE_CONFIG_WORDS, FACE_DETECTORS, DemoOptions, all_modes, animate_video, find_best_frame,
+from toolkit.demo import (BACKENDS, FACE_CONFIG_WORDS, FACE_DETECTORS, DemoOptions, all_modes, animate_video, find_best_frame,
                           load_checkpoints, make_animation, relative_kp)
 from toolkit.faces import PHOTO_DETECTOR
 from toolkit.multi_face import INCREASE, RATIO
@@ -59,6 +59,11 @@ def build_parser():
                              'driving frame, scaled by the keypoints\' hull sizes) or avd (the AVD network re-poses '
                              'the source\'s keypoints) (default: relative; --relative / --adapt_scale are FOMM\'s). '
                              'FOMM configs: relative = --relative --adapt_scale, standard = neither')
+    parser.add_argument('--backend', choices=BACKENDS,
+                        help='torch: the networks in PyTorch; onnxruntime: the graphs export.py wrote to --onnx DIR, '
+                             'run by ONNX Runtime on the CPU (FOMM configs; docs/onnx.md) (default: %(default)s)')
+    parser.add_argument('--onnx', metavar='DIR', help='with --backend onnxruntime: the folder export.py wrote for '
+                                                      '--config and --checkpoint')
     parser.add_argument('--find_best_frame', action='store_true',
                         help='start from the driving frame whose keypoint layout is closest to the source\'s')
     parser.add_argument('--best_frame', type=int, help='start from this driving frame')

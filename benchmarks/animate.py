@@ -9,6 +9,8 @@ weights), on this machine, measured in one run, interleaved after a warm-up:
       residual blocks in int8 on x86 CPUs),
   (d) the original's Python API, demo.make_animation on eval models as demo.load_checkpoints returns
       them (it animates through optimised copies, made on the first call),
+  (e) on the CPU, the ONNX Runtime backend (demo.py --backend onnxruntime: the same weights exported
+      by export.py's library function, the same animation core),
 
 with the ratios and the PSNR of (c) against (b), with these random weights and with the bundled
 model's. Then the peak RSS of demo.py (streaming) on a
@@ -95,21 +97,24 @@ def tps_benchmark(opt, device, source, frames):
     animators = {fast: ImageAnimator(source, generator, optimized['kp_detector'], fast=fast) for fast in (False, True)}
     api = lambda: demo.make_animation(source, frames, models['inpainting_network'], models['kp_detector'],  # noqa: E731
                                       models['dense_motion_network'], None, device, mode='relative')
-    exact_diff, fast_psnr, api_diff = compare_paths(
+    exact_diff, fast_psnr, api_diff, _ = compare_paths(
         'TPSMM per-frame', lambda: per_frame_tps(source, frames, models, device), animators, frames, device, opt, api)
     print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; API vs per-frame: {api_diff:.2e}; fast mode '
           f'PSNR vs exact: {fast_psnr:.1f} dB (random weights)')
 
 
-def compare_paths(yardstick_name, yardstick, animators, frames, device, opt, api):
-    """Times, in one run, the yardstick, our default and fast animators ({False: default, True: fast})
-    and `api` (the original's Python API, demo.make_animation, on the models as demo.load_checkpoints
-    returns them), prints s/frame and ratios -> (max |default - yardstick|, PSNR of fast against
-    default, max |API - yardstick|)."""
+def compare_paths(yardstick_name, yardstick, animators, frames, device, opt, api, others=None):
+    """Times, in one run, the yardstick, our default and fast animators ({False: default, True: fast}),
+    `api` (the original's Python API, demo.make_animation, on the models as demo.load_checkpoints
+    returns them) and `others` ({name: animator}, e.g. the ONNX Runtime backend), prints s/frame and
+    ratios -> (max |default - yardstick|, PSNR of fast against default, max |API - yardstick|,
+    {other's name: max |other - default|})."""
     runs = {yardstick_name: yardstick,
             'ours (default)': lambda: ours(animators[False], frames, device),
             'ours --fast': lambda: ours(animators[True], frames, device, fast=True),
             'API make_animation': api}
+    for name, animator in (others or {}).items():
+        runs[name] = lambda animator=animator: ours(animator, frames, device)
     results, times = time_runs(runs, opt.rounds, opt.frames, device)
     base = times[yardstick_name]
     for name in runs:
@@ -117,7 +122,8 @@ def compare_paths(yardstick_name, yardstick, animators, frames, device, opt, api
               f'(median of {opt.rounds})')
     exact_diff = np.abs(np.stack(results['ours (default)']) - np.stack(results[yardstick_name])).max()
     api_diff = np.abs(np.stack(results['API make_animation']) - np.stack(results[yardstick_name])).max()
-    return exact_diff, psnr(results['ours --fast'], results['ours (default)']), api_diff
+    others = {name: np.abs(np.stack(results[name]) - np.stack(results['ours (default)'])).max() for name in others or {}}
+    return exact_diff, psnr(results['ours --fast'], results['ours (default)']), api_diff, others
 
 
 def ours(animator, frames, device, fast=False):
@@ -138,6 +144,19 @@ def setup_seconds(make, rounds=3):
         result = make()
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
+
+
+def onnx_animator(config, models, source, folder):
+    """An ImageAnimator on the ONNX Runtime backend: `models` (random weights) saved as a checkpoint,
+    exported by toolkit.onnx_export (as export.py) and loaded by toolkit.onnx_runtime."""
+    from toolkit.onnx_export import export
+    from toolkit.onnx_runtime import onnx_networks
+    checkpoint = Path(folder) / 'weights.pth.tar'
+    torch.save({name: model.state_dict() for name, model in models.items()}, checkpoint)
+    config_path = REPO / 'config' / 'vox-256.yaml'
+    export(config_path, checkpoint, folder)
+    return ImageAnimator(source, *onnx_networks(folder, config_path, checkpoint), relative=True,
+                         adapt_movement_scale=True)
 
 
 def bundled_model_psnr():
@@ -259,15 +278,20 @@ def fomm_main(opt, device):
     api_setup, _ = setup_seconds(lambda: [inference_copy(copy.deepcopy(m)) for m in (generator, kp_detector)], 1)
     api = lambda: demo.make_animation(source, frames, generator, kp_detector, relative=True,  # noqa: E731
                                       adapt_movement_scale=True)
-    exact_diff, fast_psnr, api_diff = compare_paths(
+    others = {}
+    if device.type == 'cpu':  # demo.py --backend onnxruntime: export.py's graphs of these weights
+        others['onnxruntime'] = onnx_animator(config, models, source, tempfile.mkdtemp(prefix='onnx-benchmark-'))
+    exact_diff, fast_psnr, api_diff, other_diffs = compare_paths(
         'original per-frame', lambda: per_frame_original(source, frames, generator, kp_detector, device), animators,
-        frames, device, opt, api)
+        frames, device, opt, api, others)
     print(f'one-time setup per video (source keypoints and features): {setup[False]:.2f} s; with --fast (also the '
           f'generator\'s fast copy): {setup[True]:.2f} s; API: its optimised copies, made on the first call and '
           f'reused while the weights are unchanged: {api_setup:.2f} s')
     print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; API vs per-frame: {api_diff:.2e}; fast mode PSNR '
           'vs exact: {:.1f} dB (random weights), {:.1f} dB (bundled cartoon-64 model on its {} sample frames)'.format(
               fast_psnr, *bundled_model_psnr()))
+    for name, difference in other_diffs.items():
+        print(f'{name} vs default path: max |diff| {difference:.2e}')
     with tempfile.TemporaryDirectory() as tmp:
         small, large = peak_rss_of_demo(200, tmp), peak_rss_of_demo(2000, tmp)
         print(f'demo.py peak RSS at 64x64: {small:.0f} MB for 200 frames, {large:.0f} MB for 2000 frames '

@@ -52,6 +52,7 @@ class Family:
     avd_training: Optional[Type] = None  # run.py --mode train_avd
     mixed_precision: bool = False  # run.py --bf16
     part_segmentation: bool = False  # run.py --mode train_segmentation and part_swap.py
+    not_exported: Optional[str] = None  # why export.py cannot write its models as ONNX graphs (None: it can)
 
     def without_missing(self, models, checkpoint):
         """{name: network}, each optional network the checkpoint lacks set to None (never left with
@@ -112,7 +113,9 @@ register(Family(
     optional=('bg_predictor', 'avd_network'), demo_models=tpsmm.DEMO_MODELS,
     animation=tpsmm.animation, motion=tpsmm.motion, modes=tpsmm.MODES,
     from_api=tpsmm.from_api, api_network=tpsmm.InpaintingNetwork,
-    training=TpsTraining, trained_apart=('avd_network',), avd_training=AvdTraining))
+    training=TpsTraining, trained_apart=('avd_network',), avd_training=AvdTraining,
+    not_exported='its thin-plate splines are solved with a general matrix inverse, which standard ONNX has no '
+                 'operator for (not exported yet)'))
 
 register(Family(  # TPSMM's networks, adapters and modes; its own dense motion network and losses
     name='cpab', title='CPABMM',
@@ -124,4 +127,5 @@ register(Family(  # TPSMM's networks, adapters and modes; its own dense motion n
     optional=('bg_predictor', 'avd_network'), demo_models=tpsmm.DEMO_MODELS,
     animation=tpsmm.animation, motion=tpsmm.motion, modes=tpsmm.MODES,
     from_api=tpsmm.from_api, api_network=tpsmm.InpaintingNetwork,
-    training=CpabTraining, trained_apart=('avd_network',), avd_training=AvdTraining))
+    training=CpabTraining, trained_apart=('avd_network',), avd_training=AvdTraining,
+    not_exported='its keypoint fit is an iterative optimisation, not a fixed graph'))

@@ -47,7 +47,7 @@ def test_the_root_holds_the_originals_layout_and_the_entry_points():
     root = {p.name for p in REPO.glob('*.py')}
     originals = {'run.py', 'train.py', 'reconstruction.py', 'animate.py', 'demo.py', 'crop-video.py',
                  'frames_dataset.py', 'logger.py', 'augmentation.py'}
-    new_entry_points = {'part_swap.py', 'cartoon_faces.py', 'evaluate.py', 'app.py'}
+    new_entry_points = {'part_swap.py', 'cartoon_faces.py', 'evaluate.py', 'app.py', 'export.py'}
     assert root == originals | new_entry_points
     scripts = entry_points()
     for name in root - {f'{s}.py' for s in scripts}:  # the originals' modules: re-exports only

@@ -263,3 +263,53 @@ def test_a_port_in_use_is_one_line():
         busy.listen()
         line = error_line(run_app('--port', busy.getsockname()[1]))
     assert 'choose another --port' in line, line
+
+
+# ----------------------------------------------------------------------------------------------
+# The page's jobs without a browser (toolkit.webapp.Jobs)
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def jobs(tmp_path):
+    from toolkit.webapp import Jobs, find_models
+    models = tmp_path / 'models'
+    (models / 'run').mkdir(parents=True)
+    shutil.copy(FIXTURE_DIR / 'checkpoint.pth.tar', models / 'run' / '00000009-checkpoint.pth.tar')
+    shutil.copy(FIXTURE_DIR / 'config.yaml', models / 'run' / 'vox-tiny.yaml')  # a run folder's layout
+    (models / 'stray.pth.tar').write_bytes(b'no config beside it')
+    return Jobs(find_models(models), tmp_path / 'work', max_frames=DRIVING_FRAMES)
+
+
+def test_models_are_found_with_their_configs(jobs):
+    assert list(jobs.models) == ['bundled: cartoon-64 (FOMM, 64x64)', 'run/00000009-checkpoint.pth.tar (FOMM)']
+    bundled = jobs.models['bundled: cartoon-64 (FOMM, 64x64)']
+    assert bundled.modes == ('standard', 'relative') and bundled.part_names[1] == 'face'
+
+
+def test_the_jobs_limits_and_unknown_models_are_one_line(jobs, tmp_path):
+    from modules.errors import InputError
+    source, driving = str(BUNDLED / 'source.png'), str(BUNDLED / 'driving.mp4')
+    jobs.max_frames = DRIVING_FRAMES - 1
+    with pytest.raises(InputError, match=f'at most {DRIVING_FRAMES - 1}'):
+        jobs.animate('bundled: cartoon-64 (FOMM, 64x64)', source, driving, 'relative', False, False, False, 0.4, False)
+    jobs.max_frames = DRIVING_FRAMES
+    with pytest.raises(InputError, match='unknown model'):
+        jobs.animate('/etc/passwd', source, driving, 'relative', False, False, False, 0.4, False)
+    with pytest.raises(InputError, match='upload a source image'):
+        jobs.keypoints('bundled: cartoon-64 (FOMM, 64x64)', None, driving)
+    assert list((tmp_path / 'work').iterdir()) == []  # failed requests leave no folder
+    jobs.cleanup('/')  # only its own request folders are ever removed
+    assert Path('/').exists()
+
+
+def test_part_swap_with_an_uploaded_mask(jobs, tmp_path):
+    from toolkit.part_swap import swap_parts
+    result, folder = jobs.swap('bundled: cartoon-64 (FOMM, 64x64)', str(BUNDLED / 'source.png'),
+                               str(BUNDLED / 'driving.mp4'), ['face', 'hair'], str(BUNDLED / 'source-mask.png'))
+    expected = tmp_path / 'expected.mp4'  # the command line with the mask and the parts' labels 1 and 2
+    swap_parts(config=str(REPO / 'config' / 'cartoon-64.yaml'), checkpoint=str(BUNDLED / 'cartoon-64.pth.tar'),
+               source_image=str(BUNDLED / 'source.png'), target_video=str(BUNDLED / 'driving.mp4'),
+               result_video=str(expected), source_mask=str(BUNDLED / 'source-mask.png'), swap_index='1,2', cpu=True)
+    assert Path(result).read_bytes() == expected.read_bytes()
+    jobs.cleanup(folder)
+    assert not Path(folder).exists()

@@ -268,6 +268,15 @@ def check_options(opt):
         raise InputError('--best_frame must be >= 0')
     check_ratio(opt.ratio, '--ratio')
     check_increase(opt.increase, '--increase')
+    if opt.backend not in BACKENDS:
+        raise InputError(f'--backend must be one of {", ".join(BACKENDS)}, got {opt.backend!r}')
+    if opt.backend == 'onnxruntime' and not opt.onnx:
+        raise InputError('--backend onnxruntime needs --onnx DIR, a folder written by export.py')
+    if opt.backend == 'onnxruntime' and opt.fast:
+        raise InputError('--fast is the torch backend\'s (bfloat16 and int8 in torch); ONNX Runtime runs the '
+                         'exported float32 graphs')
+    if opt.onnx and opt.backend != 'onnxruntime':
+        raise InputError('--onnx DIR goes with --backend onnxruntime')
     if opt.face_detector not in FACE_DETECTORS:
         raise InputError(f'--face_detector must be one of {", ".join(FACE_DETECTORS)}, got {opt.face_detector!r}')
     if opt.multi_person and opt.face_detector == 'none':
@@ -377,6 +386,11 @@ class DemoOptions:
     ratio: float = RATIO
     increase: float = INCREASE
     fast: bool = False
+    backend: str = 'torch'
+    onnx: str = None
+
+
+BACKENDS = ('torch', 'onnxruntime')  # --backend: the animation core's networks in torch, or export.py's graphs
 
 
 def resolve_defaults(opt):
@@ -412,8 +426,13 @@ def make_demo(opt):
     check_outputs(opt.result_video, opt.preview)
     size = tuple(config['dataset_params']['frame_shape'][:2])
     image = load_source_image(opt.source_image)
-    family, models = load_networks(config, opt.config, opt.checkpoint, pick_device(opt.cpu))
-    generator, kp_detector = family.animation(models)
+    if opt.backend == 'onnxruntime':
+        from toolkit.onnx_runtime import onnx_networks
+        family, models = family_of(config['model_params']), {}
+        generator, kp_detector = onnx_networks(opt.onnx, opt.config, opt.checkpoint)
+    else:
+        family, models = load_networks(config, opt.config, opt.checkpoint, pick_device(opt.cpu))
+        generator, kp_detector = family.animation(models)
     motion = family.motion(opt.mode, opt.relative, opt.adapt_scale, models.get('avd_network'))
     animator, source_image = make_animator(opt, image, size, generator, kp_detector, motion)
 

@@ -197,8 +197,9 @@ class Jobs:
             self.check_video(target, 'target video')
             model = self.model(label)
             masks = {}
-            if mask:
-                masks = {'source_mask': mask, 'swap_index': ','.join(str(p) for p in parts) if parts else '1'}
+            if mask:  # the checked parts' labels in the model's part numbering, else label 1
+                labels = [str(model.part_names.index(p)) for p in parts or () if p in model.part_names]
+                masks = {'source_mask': mask, 'swap_index': ','.join(labels) or '1'}
             elif model.segmentation is None:
                 raise InputError(f'{model.label} has no part segmenter: upload the source\'s part mask')
             elif not parts:

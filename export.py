@@ -1,0 +1,43 @@
+"""Export a trained FOMM model to ONNX: three graphs and a model.json in one folder.
+
+    python export.py --config config/cartoon-64.yaml --checkpoint pretrained/cartoon-64/cartoon-64.pth.tar \
+        --out onnx/cartoon-64
+
+The graphs are split where the animation splits its work, so a runtime encodes the source once per
+video: kp_detector.onnx (frames -> keypoints), source_encoder.onnx (the source -> the generator's
+features) and frame.onnx (source, features and both keypoint sets -> the prediction), each with a
+dynamic batch size; model.json holds what a runtime needs (frame shape, keypoints, opset, the
+checkpoint's SHA-256). The relative motion stays in Python. CPABMM is not exported: its keypoint fit
+is an iterative optimisation, not a fixed graph. See docs/onnx.md.
+"""
+import argparse
+import sys
+
+from toolkit.cli import run_entry_point
+from toolkit.onnx_export import MAX_OPSET, MIN_OPSET, OPSET, export
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog='\n\n'.join(__doc__.split('\n\n')[1:]))
+    parser.add_argument('--config', required=True, help='the model\'s YAML config')
+    parser.add_argument('--checkpoint', required=True, help='the trained weights (.pth.tar)')
+    parser.add_argument('--out', required=True, help='the folder to write the graphs and model.json into')
+    parser.add_argument('--opset', type=int, default=OPSET,
+                        help=f'ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default: %(default)s)')
+    return parser
+
+
+def describe(paths):
+    return 'wrote ' + ', '.join(str(path) for path in paths.values())
+
+
+def main(argv=None):
+    options = vars(build_parser().parse_args(argv))
+    options['out_dir'] = options.pop('out')
+    return run_entry_point(export, options, describe=describe)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""ONNX export (export.py, toolkit.onnx_export) and its ONNX Runtime wrapper (toolkit.onnx_runtime): each
+graph's outputs equal the torch modules' (the demo's inference rewrites) within 1e-4 at batch 1 and
+3, with relative and absolute motion; the animation core with the graphs as its networks (demo.py
+--backend onnxruntime) equals it with the torch networks on frames of the bundled sample, and demo.py
+writes the same video with either backend; bad export folders and flags give one line each."""
+import json
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from modules.config import load_config
+from modules.errors import InputError
+from tests.conftest import FIXTURE_DIR, REPO
+from toolkit.animation import ImageAnimator, normalize_kp, tile
+from toolkit.demo import driving_frames, load_networks, read_source_image
+from toolkit.onnx_export import GRAPHS, export
+from toolkit.onnx_runtime import OnnxModel, onnx_networks
+from toolkit.video_io import iter_video_frames
+
+pytest.importorskip('onnxruntime')
+
+TOLERANCE = 1e-4
+BUNDLED = (REPO / 'config' / 'cartoon-64.yaml', REPO / 'pretrained' / 'cartoon-64' / 'cartoon-64.pth.tar')
+FIXTURE = (FIXTURE_DIR / 'config.yaml', FIXTURE_DIR / 'checkpoint.pth.tar')
+SAMPLE = REPO / 'pretrained' / 'cartoon-64'
+MAX_DIFFERENCES = {}  # what the tests measured: printed with pytest -s (docs/onnx.md quotes them)
+
+
+def torch_models(config, checkpoint):
+    """The demo's torch networks (modules.inference rewrites included)."""
+    family, models = load_networks(load_config(config), config, checkpoint, torch.device('cpu'))
+    return family.animation(models)
+
+
+@pytest.fixture(scope='module')
+def bundled(tmp_path_factory):
+    out = tmp_path_factory.mktemp('onnx-bundled')
+    export(*BUNDLED, out)
+    return out, OnnxModel(out, *BUNDLED), torch_models(*BUNDLED)
+
+
+@pytest.fixture(scope='module')
+def fixture(tmp_path_factory):
+    """The FOMM reference fixture's checkpoint, exported through export.py (the entry point)."""
+    out = tmp_path_factory.mktemp('onnx-fixture')
+    result = subprocess.run([sys.executable, 'export.py', '--config', str(FIXTURE[0]), '--checkpoint',
+                             str(FIXTURE[1]), '--out', str(out), '--opset', '16'],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert 'frame.onnx' in result.stdout and 'MB' in result.stderr  # the sizes are logged
+    return out, OnnxModel(out, *FIXTURE), torch_models(*FIXTURE)
+
+
+def assert_close(name, ours, theirs):
+    ours, theirs = torch.as_tensor(ours), torch.as_tensor(theirs)
+    assert ours.shape == theirs.shape, name
+    difference = (ours - theirs).abs().max().item()
+    MAX_DIFFERENCES[name] = max(difference, MAX_DIFFERENCES.get(name, 0.0))
+    assert difference <= TOLERANCE, f'{name}: {difference:.3g}'
+
+
+def assert_outputs_close(label, onnx_out, torch_out):
+    assert 'prediction' in onnx_out
+    for name, value in onnx_out.items():
+        assert_close(f'{label} {name}', value, torch_out[name])
+
+
+def random_frames(batch, shape, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, shape[2], shape[0], shape[1], generator=generator)
+
+
+@pytest.mark.parametrize('which', ['bundled', 'fixture'])
+@pytest.mark.parametrize('batch', [1, 3])
+def test_each_graph_equals_the_torch_modules(request, which, batch):
+    folder, model, (generator, kp_detector) = request.getfixturevalue(which)
+    shape = model.frame_shape
+    source = random_frames(1, shape, seed=1)
+    frames = random_frames(batch, shape, seed=2 + batch)
+    with torch.inference_mode():
+        kp_source, kp_driving = kp_detector(source), kp_detector(frames)
+        features = generator.encode(source)
+    onnx_kp = model.kp_detector(frames)
+    assert set(onnx_kp) == set(kp_driving) == {'value', 'jacobian'}
+    for name in kp_driving:
+        assert_close(f'{which} kp_detector {name}', onnx_kp[name], kp_driving[name])
+    onnx_features = model.encode(source)
+    torch_features = features if isinstance(features, list) else [features]
+    assert len(onnx_features) == len(torch_features)
+    for i, (ours, theirs) in enumerate(zip(onnx_features, torch_features)):
+        assert_close(f'{which} source_encoder features_{i}', ours, theirs)
+
+    # the frame graph on the torch path's own inputs: absolute motion, then relative (normalize_kp,
+    # shared by both backends)
+    sources = tile(source, batch)
+    kp_sources = {name: tile(value, batch) for name, value in kp_source.items()}
+    tiled = [tile(level, batch) for level in torch_features]
+    relative = normalize_kp(kp_sources, kp_driving, {name: value[:1] for name, value in kp_driving.items()},
+                            adapt_movement_scale=True, use_relative_movement=True, use_relative_jacobian=True)
+    for motion, target in (('absolute', kp_driving), ('relative', relative)):
+        with torch.inference_mode():
+            expected = generator(sources, kp_driving=target, kp_source=kp_sources,
+                                 source_features=tiled if isinstance(features, list) else tiled[0])
+        out = model.frame(sources, tiled, kp_sources, target)
+        assert out['prediction'].shape == (batch, shape[2], shape[0], shape[1])
+        assert_outputs_close(f'{which} frame {motion}', out, expected)
+    # numpy in, numpy out
+    out = model.frame(sources.numpy(), [level.numpy() for level in tiled],
+                      {name: value.numpy() for name, value in kp_sources.items()},
+                      {name: value.numpy() for name, value in kp_driving.items()})
+    assert isinstance(out['prediction'], np.ndarray)
+
+
+@pytest.mark.parametrize('relative', [True, False])
+def test_the_onnx_backend_equals_the_torch_animation_core_on_the_bundled_sample(bundled, relative):
+    _, model, (generator, kp_detector) = bundled
+    size = model.frame_shape[:2]
+    source = read_source_image(SAMPLE / 'source.png', size)
+    frames = [frame for _, frame in zip(range(5), driving_frames(SAMPLE / 'driving.mp4', size))]
+    animator = ImageAnimator(source, generator, kp_detector, relative=relative, adapt_movement_scale=relative)
+    expected = np.concatenate([animator(np.stack(frames[:2])), animator(np.stack(frames[2:]))])
+    # the same animation core with the graphs as its networks (demo.py --backend onnxruntime)
+    onnx_animator = ImageAnimator(source, *onnx_networks(bundled[0], *BUNDLED), relative=relative,
+                                  adapt_movement_scale=relative)
+    ours = np.concatenate([onnx_animator(np.stack(frames[:2])), onnx_animator(np.stack(frames[2:]))])
+    assert_close(f'chain {"relative" if relative else "absolute"} prediction', ours, expected)
+    assert 0 <= ours.min() and ours.max() <= 1
+
+
+def test_model_json_holds_what_the_runtime_needs(bundled):
+    folder, _, _ = bundled
+    meta = json.loads((folder / 'model.json').read_text())
+    assert meta['frame_shape'] == [64, 64, 3] and meta['num_keypoints'] == 10 and meta['family'] == 'fomm'
+    assert meta['config'] == 'cartoon-64.yaml' and meta['opset'] == 17 and len(meta['checkpoint_sha256']) == 64
+    assert meta['keypoints'] == ['value', 'jacobian']
+    assert set(meta['graphs']) == set(GRAPHS) and all(graph['bytes'] > 0 for graph in meta['graphs'].values())
+
+
+def one_line_input_error(call):
+    with pytest.raises(InputError) as caught:
+        call()
+    message = str(caught.value)
+    assert message and '\n' not in message
+    return message
+
+
+def test_bad_export_folders_give_one_line_each(bundled, tmp_path):
+    folder, _, _ = bundled
+    message = one_line_input_error(lambda: OnnxModel(tmp_path))
+    assert 'not an ONNX export folder' in message and 'frame.onnx' in message
+
+    message = one_line_input_error(lambda: OnnxModel(folder, config=FIXTURE[0]))
+    assert 'cartoon-64.yaml' in message and 'export again' in message
+    message = one_line_input_error(lambda: OnnxModel(folder, checkpoint=FIXTURE[1]))
+    assert 'another checkpoint' in message
+
+    copy = tmp_path / 'copy'
+    shutil.copytree(folder, copy)
+    meta = json.loads((copy / 'model.json').read_text())
+    meta['opset'] = 99
+    (copy / 'model.json').write_text(json.dumps(meta))
+    message = one_line_input_error(lambda: OnnxModel(copy))
+    assert 'opset 99' in message and 'ONNX Runtime' in message
+
+
+def test_cpabmm_is_not_exported(tmp_path):
+    message = one_line_input_error(lambda: export(REPO / 'config' / 'cpabmm-cartoon-64.yaml',
+                                                  tmp_path / 'missing.pth.tar', tmp_path / 'out'))
+    assert 'CPABMM' in message and 'iterative' in message
+    assert not (tmp_path / 'out').exists()
+
+
+def test_opsets_without_grid_sample_are_refused(tmp_path):
+    message = one_line_input_error(lambda: export(*FIXTURE, tmp_path, opset=15))
+    assert 'grid_sample' in message
+
+
+def teardown_module():
+    for name, difference in sorted(MAX_DIFFERENCES.items()):
+        print(f'max |onnx - torch| {name}: {difference:.2e}')
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse)
+
+
+def test_demo_with_the_onnxruntime_backend_writes_the_torch_backend_s_video(bundled, tmp_path):
+    """demo.py --backend onnxruntime on the bundled samples: the same frames through the same encoder.
+    Frames that differ by a rounding step make H.264 choose differently for a few frames, so the
+    frame-wise PSNR between the two encoded videos is high on average but lower on some frames."""
+    def demo(*args):
+        result = subprocess.run([sys.executable, 'demo.py', *map(str, args)], cwd=REPO, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    demo('--result_video', tmp_path / 'torch.mp4')
+    demo('--result_video', tmp_path / 'onnx.mp4', '--backend', 'onnxruntime', '--onnx', bundled[0])
+    torch_frames = list(iter_video_frames(tmp_path / 'torch.mp4'))
+    onnx_frames = list(iter_video_frames(tmp_path / 'onnx.mp4'))
+    assert len(onnx_frames) == len(torch_frames) == 100
+    values = [psnr(a, b) for a, b in zip(onnx_frames, torch_frames)]
+    print(f'demo video, onnxruntime against torch: frame-wise PSNR mean {np.mean(np.minimum(values, 99)):.1f} dB '
+          f'(identical frames counted as 99), min {min(values):.1f} dB, {sum(np.isinf(values))} frames identical')
+    assert np.mean(np.minimum(values, 99)) > 45 and min(values) > 35, values
+
+
+@pytest.mark.parametrize('flags, expected', [
+    (['--backend', 'onnxruntime'], 'needs --onnx DIR'),
+    (['--backend', 'onnxruntime', '--onnx', 'x', '--fast'], '--fast is the torch backend'),
+    (['--onnx', 'x'], 'goes with --backend onnxruntime'),
+])
+def test_demo_backend_flags_are_checked_first(flags, expected, tmp_path):
+    from tests.test_train import error_line
+    result = subprocess.run([sys.executable, 'demo.py', '--result_video', str(tmp_path / 'r.mp4'), *flags], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert expected in error_line(result)
+    assert not (tmp_path / 'r.mp4').exists()

@@ -1,0 +1,293 @@
+"""Export a trained model to ONNX: three graphs split where the animation core splits the work, so a
+runtime still encodes the source once per video (export.py; docs/onnx.md).
+
+    kp_detector.onnx     frames (B, C, H, W) in [0, 1] -> the keypoints: FOMM 'value' (B, K, 2) and
+                         'jacobian' (B, K, 2, 2) if the model has them; TPSMM 'fg_kp' (B, 5K, 2)
+    source_encoder.onnx  source (B, C, H, W) -> the generator's encoder features 'features_0', ...
+                         (one map, or one per level: the generator's encode())
+    frame.onnx           source, features_0.., the source's keypoints ('source_value', ...) and the
+                         keypoints to move it to ('driving_value', ...), all batch B -> 'prediction'
+                         (B, C, H, W) in [0, 1], and the cheap extras the visualisation shows
+                         ('deformed', 'mask', 'occlusion_map' ...)
+    model.json           what the runtime needs and checks (toolkit.onnx_runtime)
+
+Every graph has a dynamic batch dimension; the frame size is fixed by the config. The networks are
+exported after the inference rewrites the torch path runs (modules.inference.optimize_for_inference:
+batch norms folded, x2 upsampling + 3x3 convolution as one transposed convolution), except the
+Winograd convolutions, a torch CPU kernel choice: ONNX Runtime picks its own convolution algorithms.
+The relative-motion arithmetic (toolkit.animation.normalize_kp / relative_kp) is not in any graph:
+it stays in Python, shared by both backends, since it depends on the first driving frame and on
+the sources' convex hulls (data-dependent, once per video).
+
+torch.inverse (FOMM's 2x2 jacobians in the dense motion) has no ONNX operator: it is exported as the
+closed-form 2x2 inverse (adjugate over determinant), standard ONNX operators only.
+
+Not exported: CPABMM. Its keypoint-to-transformation step is an iterative optimisation (a fit
+whose number of steps depends on the data), not a fixed graph. Not exported yet: TPSMM, whose
+thin-plate splines are solved with a general (5 + 3)-square matrix inverse per transformation and
+frame, which standard ONNX has no operator for. Both are refused with one InputError line.
+"""
+import hashlib
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from modules.build import build_models
+from modules.checkpoint import load_state, read_checkpoint
+from modules.config import load_config
+from modules.errors import InputError
+from modules.families import family_of
+from modules.fileio import make_folder
+from modules.inference import WinogradConv2d, optimize_for_inference
+
+log = logging.getLogger(__name__)
+
+GRAPHS = ('kp_detector', 'source_encoder', 'frame')  # <name>.onnx in the export folder
+META = 'model.json'
+FORMAT = 1  # model.json's layout version
+OPSET = 17  # the default opset
+MIN_OPSET = 16  # 2-D grid_sample
+# the newest opset torch's TorchScript exporter writes (torch.onnx's dynamo exporter would need onnxscript)
+MAX_OPSET = 20
+DROPPED_OUTPUTS = ('sparse_deformed', 'warped_encoder_maps', 'deformed_source')  # large, unused by the animation
+BATCH = 'batch'
+EXAMPLE_BATCH = 2  # traced with 2 frames so that no batch-1 broadcast gets baked in
+
+
+def file_sha256(path):
+    """The hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_params_sha256(config):
+    """The hex SHA-256 of a loaded config's model_params (canonical JSON): what makes two configs
+    describe the same graphs."""
+    text = json.dumps(config['model_params'], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# torch.inverse as ONNX operators
+# ----------------------------------------------------------------------------------------------
+
+def _inverse_2x2(g, x):
+    """ONNX symbolic of inverse for (..., 2, 2): [[d, -b], [-c, a]] / (a d - b c). Other sizes are
+    refused (the traced shapes are known)."""
+    sizes = x.type().varyingSizes() if hasattr(x.type(), 'varyingSizes') else None  # None: a dynamic size
+    if sizes is None or tuple(sizes[-2:]) != (2, 2):
+        raise ValueError(f'the ONNX export inverts 2x2 matrices only, got shape {sizes}')
+    def entry(row, column):
+        picked = g.op('Gather', x, g.op('Constant', value_t=torch.tensor(row)), axis_i=-2)
+        return g.op('Gather', picked, g.op('Constant', value_t=torch.tensor(column)), axis_i=-1)
+
+    def stack(values, axis):
+        axes = g.op('Constant', value_t=torch.tensor([axis]))
+        return g.op('Concat', *[g.op('Unsqueeze', value, axes) for value in values], axis_i=axis)
+
+    a, b, c, d = entry(0, 0), entry(0, 1), entry(1, 0), entry(1, 1)
+    determinant = g.op('Sub', g.op('Mul', a, d), g.op('Mul', b, c))
+    adjugate = stack([stack([d, g.op('Neg', b)], -1), stack([g.op('Neg', c), a], -1)], -2)
+    return g.op('Div', adjugate, stack([stack([determinant], -1)], -2))
+
+
+_REGISTERED = set()
+
+
+def _register_symbolics(opset):
+    for name in ('aten::inverse', 'aten::linalg_inv'):
+        if (name, opset) not in _REGISTERED:
+            torch.onnx.register_custom_op_symbolic(name, _inverse_2x2, opset)
+            _REGISTERED.add((name, opset))
+
+
+# ----------------------------------------------------------------------------------------------
+# The three graphs as modules with tensor inputs and outputs
+# ----------------------------------------------------------------------------------------------
+
+class KeypointGraph(nn.Module):
+    """kp_detector with a tuple of its dict's entries (in `names`' order) as the output."""
+
+    def __init__(self, kp_detector, names):
+        super().__init__()
+        self.kp_detector, self.names = kp_detector, tuple(names)
+
+    def forward(self, frames):
+        kp = self.kp_detector(frames)
+        return tuple(kp[name] for name in self.names)
+
+
+class EncoderGraph(nn.Module):
+    """generator.encode with a tuple of maps as the output (one map, or one per level)."""
+
+    def __init__(self, generator):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, source):
+        features = self.generator.encode(source)
+        return tuple(features) if isinstance(features, (list, tuple)) else (features,)
+
+
+class FrameGraph(nn.Module):
+    """The generator's per-frame part: (source, *features, *kp_source entries, *kp_driving entries)
+    -> the outputs named in `outputs` ((name, count): count None for a tensor, n for a list of n)."""
+
+    def __init__(self, generator, num_features, as_list, kp_names, outputs):
+        super().__init__()
+        self.generator = generator
+        self.num_features, self.as_list = num_features, as_list
+        self.kp_names, self.outputs = tuple(kp_names), tuple(outputs)
+
+    def forward(self, source, *inputs):
+        features = list(inputs[:self.num_features])
+        rest = inputs[self.num_features:]
+        count = len(self.kp_names)
+        kp_source = dict(zip(self.kp_names, rest[:count]))
+        kp_driving = dict(zip(self.kp_names, rest[count:2 * count]))
+        out = self.generator(source, kp_driving=kp_driving, kp_source=kp_source,
+                             source_features=features if self.as_list else features[0])
+        flat = []
+        for name, number in self.outputs:
+            flat.extend([out[name]] if number is None else list(out[name]))
+        return tuple(flat)
+
+
+def flat_names(outputs):
+    """[(name, count)] -> the graph's output names: name, or name_0 .. name_{count-1}."""
+    return [name if number is None else f'{name}_{i}' for name, number in outputs
+            for i in ([0] if number is None else range(number))]
+
+
+# ----------------------------------------------------------------------------------------------
+# Export
+# ----------------------------------------------------------------------------------------------
+
+def without_winograd(module):
+    """Puts every WinogradConv2d's plain convolution back, in place; returns the module."""
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, WinogradConv2d):
+                setattr(parent, name, child.conv)
+    return module
+
+
+def exportable(family):
+    """Raises InputError (one line, saying why) for a family whose models are not exported
+    (Family.not_exported)."""
+    if family.not_exported:
+        raise InputError(f'{family.title} models are not exported to ONNX: {family.not_exported}')
+
+
+def load_for_export(config_path, checkpoint_path):
+    """(config, family, generator, kp_detector): the demo's networks of a config on the CPU, in eval
+    mode, loaded strictly from the checkpoint (as demo.load_checkpoints does). A family that is not
+    exported is refused (InputError) before the checkpoint is read."""
+    config = load_config(config_path)
+    family = family_of(config['model_params'])
+    exportable(family)
+    models = build_models(config['model_params'], names=family.demo_models, device='cpu')
+    checkpoint = read_checkpoint(checkpoint_path, map_location='cpu')
+    models = family.without_missing(models, checkpoint)
+    load_state(checkpoint, {name: model for name, model in models.items() if model is not None},
+               source=str(checkpoint_path), config_path=str(config_path))
+    generator, kp_detector = family.animation(models)
+    return config, family, generator.eval(), kp_detector.eval()
+
+
+def prepare(module):
+    """The inference rewrites of the torch path (optimize_for_inference), Winograd left out."""
+    with torch.no_grad():
+        return without_winograd(optimize_for_inference(module))
+
+
+def _export_one(module, args, path, input_names, output_names, opset):
+    axes = {name: {0: BATCH} for name in (*input_names, *output_names)}
+    # The tracer warns where Python reads a shape: the frame size, fixed by design (only the batch is
+    # dynamic, and the tests run the graphs at other batch sizes); and the TorchScript exporter is
+    # deprecated in favour of the dynamo one, which needs onnxscript.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(module, args, str(path), input_names=list(input_names), output_names=list(output_names),
+                          dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True)
+
+
+def export(config, checkpoint, out_dir, opset=OPSET):
+    """Writes kp_detector.onnx, source_encoder.onnx, frame.onnx and model.json into `out_dir` for the
+    model of `config` (a YAML path) with the weights of `checkpoint`; each graph is checked with
+    onnx.checker.check_model. FOMM models only: CPABMM is not exported (its keypoint fit is an
+    iterative optimisation, not a fixed graph), TPSMM not yet (see the module docstring).
+    Returns {graph name: path} (model.json under 'meta'); each graph's size is logged."""
+    import onnx
+
+    if not MIN_OPSET <= int(opset) <= MAX_OPSET:
+        raise InputError(f'--opset {opset}: the export needs an opset from {MIN_OPSET} (2-D grid_sample) to '
+                         f'{MAX_OPSET} (the newest torch {torch.__version__} writes)')
+    opset = int(opset)
+    loaded, family, generator, kp_detector = load_for_export(config, checkpoint)
+    generator, kp_detector = prepare(generator), prepare(kp_detector)
+    _register_symbolics(opset)
+    height, width, channels = loaded['dataset_params']['frame_shape']
+    out_dir = Path(out_dir)
+    make_folder(out_dir)
+
+    frames = torch.rand(EXAMPLE_BATCH, channels, height, width, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        kp = kp_detector(frames)
+        kp_names = [name for name in ('value', 'fg_kp', 'jacobian') if name in kp]
+        features = generator.encode(frames)
+        as_list = isinstance(features, (list, tuple))
+        features = list(features) if as_list else [features]
+        kp_driving = kp_detector(frames.flip(0))
+        out = generator(frames, kp_driving=kp_driving, kp_source=kp,
+                        source_features=features if as_list else features[0])
+    outputs = [(name, len(value) if isinstance(value, (list, tuple)) else None) for name, value in out.items()
+               if name not in DROPPED_OUTPUTS]
+    feature_names = [f'features_{i}' for i in range(len(features))]
+    source_kp_names = [f'source_{name}' for name in kp_names]
+    driving_kp_names = [f'driving_{name}' for name in kp_names]
+
+    paths = {name: out_dir / f'{name}.onnx' for name in GRAPHS}
+    _export_one(KeypointGraph(kp_detector, kp_names), (frames,), paths['kp_detector'], ['frames'], kp_names, opset)
+    _export_one(EncoderGraph(generator), (frames,), paths['source_encoder'], ['source'], feature_names, opset)
+    frame_graph = FrameGraph(generator, len(features), as_list, kp_names, outputs)
+    frame_args = (frames, *features, *(kp[name] for name in kp_names), *(kp_driving[name] for name in kp_names))
+    _export_one(frame_graph, frame_args, paths['frame'], ['source', *feature_names, *source_kp_names,
+                                                         *driving_kp_names], flat_names(outputs), opset)
+
+    sizes = {}
+    for name, path in paths.items():
+        onnx.checker.check_model(str(path), full_check=True)
+        sizes[name] = path.stat().st_size
+        log.info('%s: %.2f MB', path, sizes[name] / 1e6)
+
+    animate_params = loaded.get('animate_params') or {}
+    meta = {
+        'format': FORMAT,
+        'family': family.name,
+        'config': Path(config).name,
+        'model_params_sha256': model_params_sha256(loaded),
+        'checkpoint': Path(checkpoint).name,
+        'checkpoint_sha256': file_sha256(checkpoint),
+        'opset': opset,
+        'frame_shape': [height, width, channels],
+        'num_keypoints': int(kp[kp_names[0]].shape[1]),
+        'keypoints': kp_names,
+        'features': len(features),
+        'features_as_list': as_list,
+        'outputs': [[name, number] for name, number in outputs],
+        'modes': list(family.modes),
+        'normalization_params': animate_params.get('normalization_params'),
+        'graphs': {name: {'file': path.name, 'bytes': sizes[name]} for name, path in paths.items()},
+        'exported_with': {'torch': torch.__version__, 'onnx': onnx.__version__},
+    }
+    meta_path = out_dir / META
+    meta_path.write_text(json.dumps(meta, indent=2) + '\n')
+    return {**paths, 'meta': meta_path}
