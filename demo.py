@@ -61,8 +61,9 @@ def build_parser():
                              'FOMM configs: relative = --relative --adapt_scale, standard = neither')
     parser.add_argument('--backend', choices=BACKENDS,
                         help='torch: the networks in PyTorch; onnxruntime: the graphs export.py wrote to --onnx DIR, '
-                             'run by ONNX Runtime on the CPU (FOMM configs; docs/onnx.md) (default: %(default)s)')
-    parser.add_argument('--onnx', metavar='DIR', help='with --backend onnxruntime: the folder export.py wrote for '
+                             'run by ONNX Runtime on the CPU (FOMM and TPSMM configs; docs/onnx.md); onnxruntime-int8: the same '
+                             'with the per-frame graph in int8 (export.py --int8) (default: %(default)s)')
+    parser.add_argument('--onnx', metavar='DIR', help='with an onnxruntime backend: the folder export.py wrote for '
                                                       '--config and --checkpoint')
     parser.add_argument('--find_best_frame', action='store_true',
                         help='start from the driving frame whose keypoint layout is closest to the source\'s')

@@ -1,4 +1,4 @@
-"""Export a trained FOMM model to ONNX: three graphs and a model.json in one folder.
+"""Export a trained FOMM or TPSMM model to ONNX: three graphs and a model.json in one folder.
 
     python export.py --config config/cartoon-64.yaml --checkpoint pretrained/cartoon-64/cartoon-64.pth.tar \
         --out onnx/cartoon-64
@@ -14,7 +14,8 @@ import argparse
 import sys
 
 from toolkit.cli import run_entry_point
-from toolkit.onnx_export import MAX_OPSET, MIN_OPSET, OPSET, export
+from toolkit.onnx_export import MAX_OPSET, MIN_OPSET, OPSET
+from toolkit.onnx_int8 import export_model
 
 
 def build_parser():
@@ -26,6 +27,15 @@ def build_parser():
     parser.add_argument('--out', required=True, help='the folder to write the graphs and model.json into')
     parser.add_argument('--opset', type=int, default=OPSET,
                         help=f'ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default: %(default)s)')
+    parser.add_argument('--int8', action='store_true',
+                        help='also write frame_int8.onnx, the per-frame graph with int8 convolutions (ONNX Runtime '
+                             'static quantization), for demo.py --backend onnxruntime-int8')
+    parser.add_argument('--calibration_source',
+                        help='with --int8: the source image its activation ranges are calibrated on (default: the '
+                             'bundled sample)')
+    parser.add_argument('--calibration_video',
+                        help='with --int8: the driving video it is calibrated on, its first frames (default: the '
+                             'bundled sample); use images of your model\'s kind')
     return parser
 
 
@@ -36,7 +46,7 @@ def describe(paths):
 def main(argv=None):
     options = vars(build_parser().parse_args(argv))
     options['out_dir'] = options.pop('out')
-    return run_entry_point(export, options, describe=describe)
+    return run_entry_point(export_model, options, describe=describe)
 
 
 if __name__ == '__main__':

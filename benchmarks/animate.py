@@ -9,8 +9,8 @@ weights), on this machine, measured in one run, interleaved after a warm-up:
       residual blocks in int8 on x86 CPUs),
   (d) the original's Python API, demo.make_animation on eval models as demo.load_checkpoints returns
       them (it animates through optimised copies, made on the first call),
-  (e) on the CPU, the ONNX Runtime backend (demo.py --backend onnxruntime: the same weights exported
-      by export.py's library function, the same animation core),
+  (e) on the CPU, the ONNX Runtime backends (demo.py --backend onnxruntime and onnxruntime-int8: the
+      same weights exported as export.py --int8 does, the same animation core),
 
 with the ratios and the PSNR of (c) against (b), with these random weights and with the bundled
 model's. Then the peak RSS of demo.py (streaming) on a
@@ -122,7 +122,8 @@ def compare_paths(yardstick_name, yardstick, animators, frames, device, opt, api
               f'(median of {opt.rounds})')
     exact_diff = np.abs(np.stack(results['ours (default)']) - np.stack(results[yardstick_name])).max()
     api_diff = np.abs(np.stack(results['API make_animation']) - np.stack(results[yardstick_name])).max()
-    others = {name: np.abs(np.stack(results[name]) - np.stack(results['ours (default)'])).max() for name in others or {}}
+    others = {name: (np.abs(np.stack(results[name]) - np.stack(results['ours (default)'])).max(),
+                     psnr(results[name], results['ours (default)'])) for name in others or {}}
     return exact_diff, psnr(results['ours --fast'], results['ours (default)']), api_diff, others
 
 
@@ -146,17 +147,26 @@ def setup_seconds(make, rounds=3):
     return statistics.median(times), result
 
 
-def onnx_animator(config, models, source, folder):
-    """An ImageAnimator on the ONNX Runtime backend: `models` (random weights) saved as a checkpoint,
-    exported by toolkit.onnx_export (as export.py) and loaded by toolkit.onnx_runtime."""
-    from toolkit.onnx_export import export
+def onnx_animators(models, source, frames, folder):
+    """{name: ImageAnimator} on the ONNX Runtime backends: `models` (random weights) saved as a
+    checkpoint and exported as export.py --int8 does (the int8 graph calibrated on this source and
+    these frames), loaded by toolkit.onnx_runtime."""
+    import imageio.v3 as iio
+    from toolkit.animation import to_uint8
+    from toolkit.onnx_int8 import export_model
     from toolkit.onnx_runtime import onnx_networks
-    checkpoint = Path(folder) / 'weights.pth.tar'
+    folder = Path(folder)
+    checkpoint = folder / 'weights.pth.tar'
     torch.save({name: model.state_dict() for name, model in models.items()}, checkpoint)
+    iio.imwrite(folder / 'source.png', to_uint8(source))
+    iio.imwrite(folder / 'frames.mp4', np.stack([to_uint8(f) for f in frames]), fps=25, codec='libx264',
+                macro_block_size=16)
     config_path = REPO / 'config' / 'vox-256.yaml'
-    export(config_path, checkpoint, folder)
-    return ImageAnimator(source, *onnx_networks(folder, config_path, checkpoint), relative=True,
-                         adapt_movement_scale=True)
+    export_model(config_path, checkpoint, folder, int8=True, calibration_source=folder / 'source.png',
+                 calibration_video=folder / 'frames.mp4')
+    return {name: ImageAnimator(source, *onnx_networks(folder, config_path, checkpoint, int8=int8), relative=True,
+                                adapt_movement_scale=True)
+            for name, int8 in (('onnxruntime', False), ('onnxruntime int8', True))}
 
 
 def bundled_model_psnr():
@@ -280,7 +290,7 @@ def fomm_main(opt, device):
                                       adapt_movement_scale=True)
     others = {}
     if device.type == 'cpu':  # demo.py --backend onnxruntime: export.py's graphs of these weights
-        others['onnxruntime'] = onnx_animator(config, models, source, tempfile.mkdtemp(prefix='onnx-benchmark-'))
+        others = onnx_animators(models, source, frames, tempfile.mkdtemp(prefix='onnx-benchmark-'))
     exact_diff, fast_psnr, api_diff, other_diffs = compare_paths(
         'original per-frame', lambda: per_frame_original(source, frames, generator, kp_detector, device), animators,
         frames, device, opt, api, others)
@@ -290,8 +300,8 @@ def fomm_main(opt, device):
     print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; API vs per-frame: {api_diff:.2e}; fast mode PSNR '
           'vs exact: {:.1f} dB (random weights), {:.1f} dB (bundled cartoon-64 model on its {} sample frames)'.format(
               fast_psnr, *bundled_model_psnr()))
-    for name, difference in other_diffs.items():
-        print(f'{name} vs default path: max |diff| {difference:.2e}')
+    for name, (difference, value) in other_diffs.items():
+        print(f'{name} vs default path: max |diff| {difference:.2e}, PSNR {value:.1f} dB (random weights)')
     with tempfile.TemporaryDirectory() as tmp:
         small, large = peak_rss_of_demo(200, tmp), peak_rss_of_demo(2000, tmp)
         print(f'demo.py peak RSS at 64x64: {small:.0f} MB for 200 frames, {large:.0f} MB for 2000 frames '

@@ -113,9 +113,7 @@ register(Family(
     optional=('bg_predictor', 'avd_network'), demo_models=tpsmm.DEMO_MODELS,
     animation=tpsmm.animation, motion=tpsmm.motion, modes=tpsmm.MODES,
     from_api=tpsmm.from_api, api_network=tpsmm.InpaintingNetwork,
-    training=TpsTraining, trained_apart=('avd_network',), avd_training=AvdTraining,
-    not_exported='its thin-plate splines are solved with a general matrix inverse, which standard ONNX has no '
-                 'operator for (not exported yet)'))
+    training=TpsTraining, trained_apart=('avd_network',), avd_training=AvdTraining))
 
 register(Family(  # TPSMM's networks, adapters and modes; its own dense motion network and losses
     name='cpab', title='CPABMM',

@@ -213,6 +213,8 @@ def test_demo_with_the_onnxruntime_backend_writes_the_torch_backend_s_video(bund
     (['--backend', 'onnxruntime'], 'needs --onnx DIR'),
     (['--backend', 'onnxruntime', '--onnx', 'x', '--fast'], '--fast is the torch backend'),
     (['--onnx', 'x'], 'goes with --backend onnxruntime'),
+    (['--backend', 'onnxruntime', '--onnx', 'x', '--mode', 'avd'], 'export.py does not export'),
+    (['--backend', 'onnxruntime-int8', '--onnx', 'x', '--fast'], 'onnxruntime-int8'),
 ])
 def test_demo_backend_flags_are_checked_first(flags, expected, tmp_path):
     from tests.test_train import error_line
@@ -220,3 +222,89 @@ def test_demo_backend_flags_are_checked_first(flags, expected, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert expected in error_line(result)
     assert not (tmp_path / 'r.mp4').exists()
+
+
+def test_the_int8_variant_on_the_bundled_sample(bundled, tmp_path):
+    """export.py --int8: frame_int8.onnx, calibrated on the bundled samples; its frames are measured as
+    --fast's are, by PSNR against the exact (torch) path, on the 100 sample frames."""
+    from toolkit.onnx_int8 import quantize
+    folder, _, (generator, kp_detector) = bundled
+    int8 = tmp_path / 'int8'
+    shutil.copytree(folder, int8)
+    path = quantize(int8, SAMPLE / 'source.png', SAMPLE / 'driving.mp4')
+    assert path.name == 'frame_int8.onnx' and path.stat().st_size < (int8 / 'frame.onnx').stat().st_size / 2
+    size = (64, 64)
+    source = read_source_image(SAMPLE / 'source.png', size)
+    frames = np.stack(list(driving_frames(SAMPLE / 'driving.mp4', size)))
+    exact = ImageAnimator(source, generator, kp_detector, relative=True, adapt_movement_scale=True)(frames)
+    ours = ImageAnimator(source, *onnx_networks(int8, *BUNDLED, int8=True), relative=True,
+                         adapt_movement_scale=True)(frames)
+    value = 10 * math.log10(1 / np.mean((ours - exact) ** 2))
+    print(f'int8 frame graph against the exact path: PSNR {value:.1f} dB on the {len(frames)} sample frames')
+    assert value > 35, value
+
+
+def test_int8_flags_and_folders_give_one_line_each(bundled, tmp_path):
+    from tests.test_train import error_line
+
+    def export_py(*args):
+        return subprocess.run([sys.executable, 'export.py', '--config', str(BUNDLED[0]), '--checkpoint',
+                               str(BUNDLED[1]), '--out', str(tmp_path / 'out'), *map(str, args)], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+    assert 'go with --int8' in error_line(export_py('--calibration_video', SAMPLE / 'driving.mp4'))
+    assert 'not found' in error_line(export_py('--int8', '--calibration_video', tmp_path / 'none.mp4'))
+    assert not (tmp_path / 'out').exists()
+    with pytest.raises(InputError, match='export with export.py --int8'):
+        OnnxModel(bundled[0], int8=True)  # an export without the int8 graph
+
+
+@pytest.fixture(scope='module')
+def tpsmm(tmp_path_factory):
+    """The TPSMM reference fixture's checkpoint (rebuilt from its recipe), exported."""
+    from tests.tpsmm_fixture import TPSMM_FIXTURE_DIR, build_checkpoint
+    folder = tmp_path_factory.mktemp('onnx-tpsmm')
+    config, checkpoint = TPSMM_FIXTURE_DIR / 'config.yaml', folder / 'checkpoint.pth.tar'
+    torch.save(build_checkpoint(), checkpoint)
+    export(config, checkpoint, folder / 'graphs')
+    return folder / 'graphs', (config, checkpoint)
+
+
+@pytest.mark.parametrize('mode', ['standard', 'relative'])
+def test_tpsmm_through_the_animation_core(tpsmm, mode):
+    """TPSMM's thin-plate splines need an 8x8 inverse per transformation: exported as Gauss-Jordan
+    elimination with partial pivoting in float64 (toolkit.onnx_export.gauss_jordan_inverse). The
+    fixture's random weights make those systems ill-conditioned: torch's own float32 inverse is up to
+    7e-5 away (in the frames) from the exact one. So the graphs are held to 1e-4 against the torch
+    path with the inverse in float64 (LAPACK), and to 2e-4 against the torch path as it runs. Batch 1
+    and 3."""
+    from unittest import mock
+    from modules.families import family_of
+    folder, (config, checkpoint) = tpsmm
+    loaded = load_config(config)
+    family = family_of(loaded['model_params'])
+    generator, kp_detector = torch_models(str(config), str(checkpoint))
+    size = tuple(loaded['dataset_params']['frame_shape'][:2])
+    source = read_source_image(SAMPLE / 'source.png', size)
+    frames = np.stack([frame for _, frame in zip(range(4), driving_frames(SAMPLE / 'driving.mp4', size))])
+    motion = family.motion(mode, False, False, None)
+
+    def animate(networks):
+        animator = ImageAnimator(source, *networks, **motion)
+        return np.concatenate([animator(frames[:1]), animator(frames[1:])])
+
+    as_run = animate((generator, kp_detector))
+    inverse = torch.inverse
+    with mock.patch('torch.inverse', lambda matrix: inverse(matrix.double()).to(matrix.dtype)):
+        exact_inverse = animate((generator, kp_detector))
+    ours = animate(onnx_networks(folder, config, checkpoint))
+    assert_close(f'tpsmm {mode} prediction (torch with a float64 inverse)', ours, exact_inverse)
+    assert np.abs(ours - as_run).max() < 2e-4
+
+
+def test_gauss_jordan_inverse_matches_torch():
+    from toolkit.onnx_export import gauss_jordan_inverse
+    generator = torch.Generator().manual_seed(0)
+    matrices = torch.randn(3, 4, 8, 8, generator=generator, dtype=torch.float64) + 4 * torch.eye(8, dtype=torch.float64)
+    assert torch.allclose(gauss_jordan_inverse(matrices), torch.inverse(matrices), atol=1e-12)
+    zero_pivot = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)  # needs the row swap
+    assert torch.equal(gauss_jordan_inverse(zero_pivot), zero_pivot)

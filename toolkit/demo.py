@@ -270,13 +270,16 @@ def check_options(opt):
     check_increase(opt.increase, '--increase')
     if opt.backend not in BACKENDS:
         raise InputError(f'--backend must be one of {", ".join(BACKENDS)}, got {opt.backend!r}')
-    if opt.backend == 'onnxruntime' and not opt.onnx:
-        raise InputError('--backend onnxruntime needs --onnx DIR, a folder written by export.py')
-    if opt.backend == 'onnxruntime' and opt.fast:
-        raise InputError('--fast is the torch backend\'s (bfloat16 and int8 in torch); ONNX Runtime runs the '
-                         'exported float32 graphs')
-    if opt.onnx and opt.backend != 'onnxruntime':
-        raise InputError('--onnx DIR goes with --backend onnxruntime')
+    if opt.backend in ONNX_BACKENDS and not opt.onnx:
+        raise InputError(f'--backend {opt.backend} needs --onnx DIR, a folder written by export.py')
+    if opt.backend in ONNX_BACKENDS and opt.fast:
+        raise InputError('--fast is the torch backend\'s (bfloat16 and int8 in torch); with ONNX Runtime use '
+                         '--backend onnxruntime-int8 (export.py --int8)')
+    if opt.backend in ONNX_BACKENDS and opt.mode == 'avd':
+        raise InputError('--mode avd runs the AVD network, which export.py does not export: use --mode standard or '
+                         'relative with an onnxruntime backend')
+    if opt.onnx and opt.backend not in ONNX_BACKENDS:
+        raise InputError(f'--onnx DIR goes with --backend {" or ".join(ONNX_BACKENDS)}')
     if opt.face_detector not in FACE_DETECTORS:
         raise InputError(f'--face_detector must be one of {", ".join(FACE_DETECTORS)}, got {opt.face_detector!r}')
     if opt.multi_person and opt.face_detector == 'none':
@@ -390,7 +393,9 @@ class DemoOptions:
     onnx: str = None
 
 
-BACKENDS = ('torch', 'onnxruntime')  # --backend: the animation core's networks in torch, or export.py's graphs
+# --backend: the animation core's networks in torch, or export.py's graphs (int8: its frame_int8.onnx)
+ONNX_BACKENDS = {'onnxruntime': False, 'onnxruntime-int8': True}
+BACKENDS = ('torch', *ONNX_BACKENDS)
 
 
 def resolve_defaults(opt):
@@ -426,10 +431,10 @@ def make_demo(opt):
     check_outputs(opt.result_video, opt.preview)
     size = tuple(config['dataset_params']['frame_shape'][:2])
     image = load_source_image(opt.source_image)
-    if opt.backend == 'onnxruntime':
+    if opt.backend in ONNX_BACKENDS:
         from toolkit.onnx_runtime import onnx_networks
         family, models = family_of(config['model_params']), {}
-        generator, kp_detector = onnx_networks(opt.onnx, opt.config, opt.checkpoint)
+        generator, kp_detector = onnx_networks(opt.onnx, opt.config, opt.checkpoint, int8=ONNX_BACKENDS[opt.backend])
     else:
         family, models = load_networks(config, opt.config, opt.checkpoint, pick_device(opt.cpu))
         generator, kp_detector = family.animation(models)

@@ -19,19 +19,22 @@ The relative-motion arithmetic (toolkit.animation.normalize_kp / relative_kp) is
 it stays in Python, shared by both backends, since it depends on the first driving frame and on
 the sources' convex hulls (data-dependent, once per video).
 
-torch.inverse (FOMM's 2x2 jacobians in the dense motion) has no ONNX operator: it is exported as the
-closed-form 2x2 inverse (adjugate over determinant), standard ONNX operators only.
+torch.inverse has no ONNX operator. FOMM's 2x2 jacobians are inverted in closed form (adjugate over
+determinant); TPSMM's thin-plate spline systems ((5 + 3)-square, one per transformation and frame)
+by Gauss-Jordan elimination with partial pivoting in float64, unrolled at export time
+(gauss_jordan_inverse); standard ONNX operators only.
 
 Not exported: CPABMM. Its keypoint-to-transformation step is an iterative optimisation (a fit
-whose number of steps depends on the data), not a fixed graph. Not exported yet: TPSMM, whose
-thin-plate splines are solved with a general (5 + 3)-square matrix inverse per transformation and
-frame, which standard ONNX has no operator for. Both are refused with one InputError line.
+whose number of steps depends on the data), not a fixed graph; it is refused with one InputError
+line (Family.not_exported). TPSMM's AVD network is not exported either (--mode avd stays torch's).
 """
+import contextlib
 import hashlib
 import json
 import logging
 import warnings
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch import nn
@@ -47,6 +50,7 @@ from modules.inference import WinogradConv2d, optimize_for_inference
 log = logging.getLogger(__name__)
 
 GRAPHS = ('kp_detector', 'source_encoder', 'frame')  # <name>.onnx in the export folder
+INT8_GRAPH = 'frame_int8'  # export.py --int8: the frame graph with int8 convolutions (toolkit.onnx_int8)
 META = 'model.json'
 FORMAT = 1  # model.json's layout version
 OPSET = 17  # the default opset
@@ -96,6 +100,42 @@ def _inverse_2x2(g, x):
     determinant = g.op('Sub', g.op('Mul', a, d), g.op('Mul', b, c))
     adjugate = stack([stack([d, g.op('Neg', b)], -1), stack([g.op('Neg', c), a], -1)], -2)
     return g.op('Div', adjugate, stack([stack([determinant], -1)], -2))
+
+
+def gauss_jordan_inverse(matrix):
+    """The inverse of (..., n, n) matrices by Gauss-Jordan elimination with partial pivoting, written
+    with operations the ONNX exporter traces (ArgMax, GatherElements, Where), in float64: TPSMM's
+    thin-plate spline systems, for which ONNX has no inverse operator. n is fixed by the traced
+    shape; the loop is unrolled."""
+    n = matrix.shape[-1]
+    dtype = matrix.dtype
+    matrix = matrix.double()  # in float64: the spline systems are ill-conditioned, and LAPACK pivots better
+    eye = torch.eye(n, dtype=matrix.dtype, device=matrix.device).expand_as(matrix)
+    augmented = torch.cat([matrix, eye], -1)  # (..., n, 2n)
+    rows = torch.arange(n, device=matrix.device)
+    for k in range(n):
+        column = augmented[..., :, k].abs()  # (..., n)
+        column = torch.where(rows >= k, column, torch.full_like(column, -1.0))
+        pivot = column.argmax(-1, keepdim=True)  # (..., 1): the largest entry at or below row k
+        order = torch.where(rows == k, pivot, torch.where(rows == pivot, torch.full_like(pivot, k), rows))
+        augmented = augmented.gather(-2, order.unsqueeze(-1).expand_as(augmented))  # rows k and pivot swapped
+        row = augmented[..., k:k + 1, :] / augmented[..., k:k + 1, k:k + 1]
+        augmented = augmented - augmented[..., :, k:k + 1] * row
+        augmented = torch.where((rows == k).view(n, 1), row, augmented)
+    return augmented[..., n:].to(dtype)
+
+
+@contextlib.contextmanager
+def traceable_inverses():
+    """torch.inverse and torch.linalg.inv for the export: 2x2 matrices keep the exact closed form
+    (the registered symbolic, FOMM's jacobians), larger ones use gauss_jordan_inverse."""
+    original = torch.inverse
+
+    def inverse(matrix):
+        return original(matrix) if matrix.shape[-1] == 2 else gauss_jordan_inverse(matrix)
+
+    with mock.patch('torch.inverse', inverse), mock.patch('torch.linalg.inv', inverse):
+        yield
 
 
 _REGISTERED = set()
@@ -213,7 +253,7 @@ def _export_one(module, args, path, input_names, output_names, opset):
     # The tracer warns where Python reads a shape: the frame size, fixed by design (only the batch is
     # dynamic, and the tests run the graphs at other batch sizes); and the TorchScript exporter is
     # deprecated in favour of the dynamo one, which needs onnxscript.
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), traceable_inverses():
         warnings.simplefilter('ignore')
         torch.onnx.export(module, args, str(path), input_names=list(input_names), output_names=list(output_names),
                           dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True)
@@ -222,10 +262,11 @@ def _export_one(module, args, path, input_names, output_names, opset):
 def export(config, checkpoint, out_dir, opset=OPSET):
     """Writes kp_detector.onnx, source_encoder.onnx, frame.onnx and model.json into `out_dir` for the
     model of `config` (a YAML path) with the weights of `checkpoint`; each graph is checked with
-    onnx.checker.check_model. FOMM models only: CPABMM is not exported (its keypoint fit is an
-    iterative optimisation, not a fixed graph), TPSMM not yet (see the module docstring).
+    onnx.checker.check_model. FOMM and TPSMM models: CPABMM is not exported (its keypoint fit is an
+    iterative optimisation, not a fixed graph).
     Returns {graph name: path} (model.json under 'meta'); each graph's size is logged."""
     import onnx
+
 
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise InputError(f'--opset {opset}: the export needs an opset from {MIN_OPSET} (2-D grid_sample) to '

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from modules.errors import InputError
-from toolkit.onnx_export import GRAPHS, MAX_OPSET, META, MIN_OPSET, file_sha256, model_params_sha256
+from toolkit.onnx_export import GRAPHS, INT8_GRAPH, MAX_OPSET, META, MIN_OPSET, file_sha256, model_params_sha256
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class OnnxModel:
     checkpoint bytes (InputError otherwise). threads: intra-op threads (None: ONNX Runtime's choice).
     """
 
-    def __init__(self, folder, config=None, checkpoint=None, threads=None):
+    def __init__(self, folder, config=None, checkpoint=None, threads=None, int8=False):
         import onnxruntime
 
         folder = Path(folder)
@@ -84,10 +84,15 @@ class OnnxModel:
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        files = {name: f'{name}.onnx' for name in GRAPHS}
+        if int8:  # the per-frame graph with int8 convolutions (export.py --int8)
+            files['frame'] = f'{INT8_GRAPH}.onnx'
+            if not (folder / files['frame']).is_file():
+                raise InputError(f'{folder} has no {files["frame"]}: export with export.py --int8')
         self.sessions = {}
-        for name in GRAPHS:
+        for name, file in files.items():
             try:
-                self.sessions[name] = onnxruntime.InferenceSession(str(folder / f'{name}.onnx'), options,
+                self.sessions[name] = onnxruntime.InferenceSession(str(folder / file), options,
                                                                    providers=['CPUExecutionProvider'])
             except Exception as e:  # ONNX Runtime raises its own classes (Fail, InvalidGraph, ...)
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -195,10 +200,11 @@ def _torch_modules():
     return OnnxGenerator, OnnxKeypointDetector
 
 
-def onnx_networks(folder, config=None, checkpoint=None, threads=None):
+def onnx_networks(folder, config=None, checkpoint=None, threads=None, int8=False):
     """(generator, kp_detector) for the animation core (toolkit.animation.Animator, and so demo.py,
     multi-face and the original API), run from an export folder by ONNX Runtime on the CPU. config,
-    checkpoint: checked against the folder's model.json (InputError when they differ)."""
-    model = OnnxModel(folder, config=config, checkpoint=checkpoint, threads=threads)
+    checkpoint: checked against the folder's model.json (InputError when they differ). int8: the
+    per-frame graph's int8 variant (export.py --int8)."""
+    model = OnnxModel(folder, config=config, checkpoint=checkpoint, threads=threads, int8=int8)
     generator_class, detector_class = _torch_modules()
     return generator_class(model).eval(), detector_class(model).eval()

@@ -1,0 +1,105 @@
+"""The int8 variant of an ONNX export (export.py --int8; docs/onnx.md): frame.onnx, the per-frame
+graph and nearly all of the work, with its convolutions in int8 as ONNX Runtime's static
+quantization writes them (QOperator format: QLinearConv; weights per tensor, int8; activations
+uint8), written beside it as frame_int8.onnx. The activations' ranges are calibrated on real inputs
+of that graph: the source image's features and keypoints and the keypoints of the first frames of
+a driving video, as the float32 graphs compute them (absolute and relative motion). The keypoint
+detector and the source encoder stay float32 (they run once per frame and once per video, and the
+keypoints' softmax is sensitive to rounding, as for --fast).
+"""
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from modules.errors import InputError
+from toolkit.onnx_export import INT8_GRAPH, OPSET, export
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_FRAMES = 16
+
+
+def calibration_feeds(model, source_image, driving_video, frames=CALIBRATION_FRAMES):
+    """[{input name: array}] for frame.onnx: the source (its keypoints and features) moved to each of
+    the first `frames` driving frames' keypoints, absolute and relative (normalize_kp, all options)."""
+    import torch
+    from toolkit.animation import normalize_kp
+    from toolkit.demo import driving_frames, read_source_image
+
+    size = model.frame_shape[:2]
+    source = torch.from_numpy(read_source_image(source_image, size)).permute(2, 0, 1)[None]
+    kp_source, features = model.kp_detector(source), model.encode(source)
+    driving = [frame for _, frame in zip(range(frames), driving_frames(driving_video, size))]
+    if not driving:
+        raise InputError(f'{driving_video}: no frame to calibrate the int8 graph with')
+    kp_driving = model.kp_detector(torch.from_numpy(np.stack(driving)).permute(0, 3, 1, 2))
+    initial = {name: value[:1] for name, value in kp_driving.items()}
+    feeds = []
+    for t in range(len(driving)):
+        frame_kp = {name: value[t:t + 1] for name, value in kp_driving.items()}
+        relative = normalize_kp(kp_source, frame_kp, initial, adapt_movement_scale=True, use_relative_movement=True,
+                                use_relative_jacobian=True)
+        for target in (frame_kp, relative):
+            feed = {'source': source.numpy()}
+            feed.update({f'features_{i}': level.numpy() for i, level in enumerate(features)})
+            for prefix, kp in (('source', kp_source), ('driving', target)):
+                feed.update({f'{prefix}_{name}': kp[name].numpy() for name in model.keypoint_names})
+            feeds.append(feed)
+    return feeds
+
+
+def quantize(folder, source_image, driving_video, frames=CALIBRATION_FRAMES):
+    """Writes <folder>/frame_int8.onnx from <folder>/frame.onnx, calibrated on `source_image` and the
+    first `frames` frames of `driving_video`; returns its path."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from toolkit.onnx_runtime import OnnxModel
+
+    folder = Path(folder)
+    feeds = calibration_feeds(OnnxModel(folder), source_image, driving_video, frames)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(feeds)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    prepared = folder / f'{INT8_GRAPH}.pre.onnx'
+    out = folder / f'{INT8_GRAPH}.onnx'
+    try:
+        quant_pre_process(str(folder / 'frame.onnx'), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QOperator,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=['Conv'])
+    finally:
+        prepared.unlink(missing_ok=True)
+    log.info('%s: %.2f MB (int8 convolutions, calibrated on %d frames of %s)', out, out.stat().st_size / 2 ** 20,
+             len(feeds) // 2, driving_video)
+    return out
+
+
+def export_model(config, checkpoint, out_dir, opset=OPSET, int8=False, calibration_source=None,
+                 calibration_video=None):
+    """export.py as a function: toolkit.onnx_export.export, and with int8 also frame_int8.onnx
+    (quantize), calibrated on calibration_source and calibration_video (default: the bundled
+    samples), recorded in model.json. Returns {graph name: path}."""
+    import json
+    from toolkit.demo import BUNDLED_DEFAULTS
+
+    if int8:
+        calibration_source = calibration_source or str(BUNDLED_DEFAULTS['source_image'])
+        calibration_video = calibration_video or str(BUNDLED_DEFAULTS['driving_video'])
+        for flag, path in (('--calibration_source', calibration_source), ('--calibration_video', calibration_video)):
+            if not Path(path).is_file():
+                raise InputError(f'{flag} {path} not found: check the path')
+    elif calibration_source or calibration_video:
+        raise InputError('--calibration_source and --calibration_video go with --int8')
+    paths = export(config, checkpoint, out_dir, opset)
+    if int8:
+        paths[INT8_GRAPH] = quantize(out_dir, calibration_source, calibration_video)
+        meta = json.loads(paths['meta'].read_text())
+        meta['int8'] = {'file': paths[INT8_GRAPH].name, 'bytes': paths[INT8_GRAPH].stat().st_size,
+                        'calibration': [Path(calibration_source).name, Path(calibration_video).name]}
+        paths['meta'].write_text(json.dumps(meta, indent=2) + '\n')
+    return paths
