@@ -254,6 +254,11 @@ def test_int8_flags_and_folders_give_one_line_each(bundled, tmp_path):
     assert 'go with --int8' in error_line(export_py('--calibration_video', SAMPLE / 'driving.mp4'))
     assert 'not found' in error_line(export_py('--int8', '--calibration_video', tmp_path / 'none.mp4'))
     assert not (tmp_path / 'out').exists()
+    (tmp_path / 'a-file').write_text('not a folder')
+    result = subprocess.run([sys.executable, 'export.py', '--config', str(BUNDLED[0]), '--checkpoint', str(BUNDLED[1]),
+                             '--out', str(tmp_path / 'a-file' / 'out')], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert 'is a file' in error_line(result)
     with pytest.raises(InputError, match='export with export.py --int8'):
         OnnxModel(bundled[0], int8=True)  # an export without the int8 graph
 

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from modules.errors import InputError
 from modules.fileio import atomic_path, check_output_path
 from modules.plugins import load_plugin
+from toolkit.animation import to_uint8
 from toolkit.datasets import FRAME_EXTENSIONS, frame_count, is_frame_folder, iter_frames, list_videos
 from toolkit.resize import resize_frame
 
@@ -114,11 +115,6 @@ def _as_float(frames):
     return frames.astype(np.float32) / 255.0 if frames.dtype == np.uint8 else frames.astype(np.float32, copy=False)
 
 
-def _as_uint8(frames):
-    frames = np.asarray(frames)
-    return frames if frames.dtype == np.uint8 else np.rint(np.clip(frames, 0, 1) * 255).astype(np.uint8)
-
-
 def _features(extractor, frames):
     """The extractor's output for `frames`, checked: (keypoints (N, K, 2) or None, identity (N, D) or None)."""
     n = len(frames)
@@ -149,8 +145,8 @@ def compare(generated, ground_truth, extractor=None, l1=None):
     totals = Totals(frames=n, l1=float(np.sum(l1, dtype=np.float64)))
     if extractor is None:
         return totals
-    kp_gen, id_gen = _features(extractor, _as_uint8(generated))
-    kp_gt, id_gt = _features(extractor, _as_uint8(ground_truth))
+    kp_gen, id_gen = _features(extractor, to_uint8(np.asarray(generated)))
+    kp_gt, id_gt = _features(extractor, to_uint8(np.asarray(ground_truth)))
     if kp_gt is not None and kp_gen is not None:
         if kp_gen.shape != kp_gt.shape:
             raise InputError(f'extractor {extractor_label(extractor)} gave {kp_gen.shape[1]} keypoints on a '
@@ -302,7 +298,7 @@ def compare_videos(generated, ground_truth, extractor=None, resize=False, frame_
                     raise InputError(f'{generated}: frames are {gen.shape[1]}x{gen.shape[0]} but the ground truth '
                                      f'{ground_truth} is {size[1]}x{size[0]}; pass --resize to compare at the '
                                      f"ground truth's size")
-                gen = _as_uint8(resize_frame(_as_float(gen), size))
+                gen = to_uint8(resize_frame(_as_float(gen), size))
             count += 1
             yield gen, gt
         extra = sum(1 for _ in made)

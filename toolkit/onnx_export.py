@@ -44,7 +44,7 @@ from modules.checkpoint import load_state, read_checkpoint
 from modules.config import load_config
 from modules.errors import InputError
 from modules.families import family_of
-from modules.fileio import make_folder
+from modules.fileio import atomic_path, make_folder
 from modules.inference import WinogradConv2d, optimize_for_inference
 
 log = logging.getLogger(__name__)
@@ -253,10 +253,28 @@ def _export_one(module, args, path, input_names, output_names, opset):
     # The tracer warns where Python reads a shape: the frame size, fixed by design (only the batch is
     # dynamic, and the tests run the graphs at other batch sizes); and the TorchScript exporter is
     # deprecated in favour of the dynamo one, which needs onnxscript.
-    with torch.no_grad(), warnings.catch_warnings(), traceable_inverses():
+    # written to a temporary file, checked with the ONNX checker, then renamed (modules.fileio.atomic_path)
+    with atomic_path(path, verify=checked_graph) as tmp, torch.no_grad(), warnings.catch_warnings(), \
+            traceable_inverses():
         warnings.simplefilter('ignore')
-        torch.onnx.export(module, args, str(path), input_names=list(input_names), output_names=list(output_names),
+        torch.onnx.export(module, args, str(tmp), input_names=list(input_names), output_names=list(output_names),
                           dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True)
+
+
+def checked_graph(path):
+    """None if onnx.checker.check_model (full check) accepts the graph at `path`, else its complaint."""
+    import onnx
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        return f'the ONNX checker refuses it: {str(e).strip().splitlines()[0]}'
+    return None
+
+
+def write_meta(path, meta):
+    """model.json, written atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(meta, indent=2) + '\n')
 
 
 def export(config, checkpoint, out_dir, opset=OPSET):
@@ -304,8 +322,7 @@ def export(config, checkpoint, out_dir, opset=OPSET):
                                                          *driving_kp_names], flat_names(outputs), opset)
 
     sizes = {}
-    for name, path in paths.items():
-        onnx.checker.check_model(str(path), full_check=True)
+    for name, path in paths.items():  # each checked before it was renamed into place
         sizes[name] = path.stat().st_size
         log.info('%s: %.2f MB', path, sizes[name] / 1e6)
 
@@ -330,5 +347,5 @@ def export(config, checkpoint, out_dir, opset=OPSET):
         'exported_with': {'torch': torch.__version__, 'onnx': onnx.__version__},
     }
     meta_path = out_dir / META
-    meta_path.write_text(json.dumps(meta, indent=2) + '\n')
+    write_meta(meta_path, meta)
     return {**paths, 'meta': meta_path}

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from modules.errors import InputError
-from toolkit.onnx_export import INT8_GRAPH, OPSET, export
+from modules.fileio import atomic_path
+from toolkit.onnx_export import INT8_GRAPH, OPSET, export, write_meta
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,9 @@ def quantize(folder, source_image, driving_video, frames=CALIBRATION_FRAMES):
     out = folder / f'{INT8_GRAPH}.onnx'
     try:
         quant_pre_process(str(folder / 'frame.onnx'), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QOperator,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=['Conv'])
+        with atomic_path(out) as tmp:
+            quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QOperator,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=['Conv'])
     finally:
         prepared.unlink(missing_ok=True)
     log.info('%s: %.2f MB (int8 convolutions, calibrated on %d frames of %s)', out, out.stat().st_size / 2 ** 20,
@@ -85,14 +87,12 @@ def export_model(config, checkpoint, out_dir, opset=OPSET, int8=False, calibrati
     (quantize), calibrated on calibration_source and calibration_video (default: the bundled
     samples), recorded in model.json. Returns {graph name: path}."""
     import json
-    from toolkit.demo import BUNDLED_DEFAULTS
+    from toolkit.demo import BUNDLED_DEFAULTS, check_files
 
     if int8:
         calibration_source = calibration_source or str(BUNDLED_DEFAULTS['source_image'])
         calibration_video = calibration_video or str(BUNDLED_DEFAULTS['driving_video'])
-        for flag, path in (('--calibration_source', calibration_source), ('--calibration_video', calibration_video)):
-            if not Path(path).is_file():
-                raise InputError(f'{flag} {path} not found: check the path')
+        check_files(('--calibration_source', calibration_source), ('--calibration_video', calibration_video))
     elif calibration_source or calibration_video:
         raise InputError('--calibration_source and --calibration_video go with --int8')
     paths = export(config, checkpoint, out_dir, opset)
@@ -101,5 +101,5 @@ def export_model(config, checkpoint, out_dir, opset=OPSET, int8=False, calibrati
         meta = json.loads(paths['meta'].read_text())
         meta['int8'] = {'file': paths[INT8_GRAPH].name, 'bytes': paths[INT8_GRAPH].stat().st_size,
                         'calibration': [Path(calibration_source).name, Path(calibration_video).name]}
-        paths['meta'].write_text(json.dumps(meta, indent=2) + '\n')
+        write_meta(paths['meta'], meta)
     return paths
