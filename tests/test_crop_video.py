@@ -19,7 +19,8 @@ from skimage import data
 
 from toolkit import cropping as crop_video
 from toolkit import faces as face_detection
-from toolkit.face_detection_quality import CARPHONE_FRAMES, carphone_path, photo
+from toolkit.face_detection_quality import CARPHONE_FRAMES, photo
+from toolkit.samples import carphone_path
 from tests.video_utils import write_video
 from toolkit.video_io import ffmpeg_exe, iter_video_frames, read_video_meta
 

@@ -9,7 +9,8 @@ from itertools import islice
 import numpy as np
 import pytest
 
-from toolkit.face_detection_quality import carphone_path, collage, match, photo
+from toolkit.face_detection_quality import collage, match, photo
+from toolkit.samples import carphone_path
 from modules.errors import InputError
 from tests.conftest import FIXTURE_DIR, REPO
 from tests.video_utils import write_video

