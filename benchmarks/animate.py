@@ -48,6 +48,7 @@ from modules.build import build_models  # noqa: E402
 from modules.config import load_config  # noqa: E402
 from modules.inference import inference_copy, optimize_for_inference  # noqa: E402
 from toolkit.devices import pick_device  # noqa: E402
+from toolkit.evaluation import psnr  # noqa: E402
 
 
 def per_frame_original(source_image, frames, generator, kp_detector, device):
@@ -229,11 +230,6 @@ def faces_benchmark(generator, kp_detector, device, num_frames, rounds):
         _, t = time_runs(runs, rounds, num_frames, device)
         print(f'{count} face(s): batched {t["batched"]:.3f} s/frame, one after another {t["one by one"]:.3f} '
               f's/frame: {t["one by one"] / t["batched"]:.2f}x (median of {rounds})', flush=True)
-
-
-def psnr(a, b):
-    mse = float(np.mean((np.stack(a) - np.stack(b)) ** 2))
-    return float('inf') if mse == 0 else 10 * np.log10(1 / mse)
 
 
 def peak_rss_of_demo(num_frames, tmp):

@@ -10,7 +10,6 @@ this bounds how alike the torch and ONNX Runtime backends' encoded videos can be
     python benchmarks/encoder_drift.py [--draws 6] [--changes 20]
 """
 import argparse
-import math
 import sys
 import tempfile
 from pathlib import Path
@@ -20,14 +19,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from toolkit.evaluation import psnr  # noqa: E402
 from toolkit.video_io import VideoWriter, iter_video_frames  # noqa: E402
 
 QUALITIES = {10: 8, 5: 9, 2: 9.6}  # crf -> VideoWriter's quality (imageio-ffmpeg's scale; 8 is the demo's)
-
-
-def psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse)
 
 
 def encoded(frames, path, quality):
@@ -74,7 +69,7 @@ def main():
             for crf, quality in QUALITIES.items():
                 reference = encoded(frames, Path(tmp) / 'reference.mp4', quality)
                 size = (Path(tmp) / 'reference.mp4').stat().st_size
-                lowest = [min(psnr(a, b) for a, b in zip(reference, encoded(draw, Path(tmp) / 'draw.mp4', quality)))
+                lowest = [min(psnr(a, b, 255) for a, b in zip(reference, encoded(draw, Path(tmp) / 'd.mp4', quality)))
                           for draw in draws]
                 print(f'{name}, crf {crf:2d} ({size / 1e3:.0f} kB): lowest frame-wise PSNR per draw '
                       f'{" ".join(f"{value:.1f}" for value in lowest)} dB', flush=True)

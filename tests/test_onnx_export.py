@@ -449,3 +449,23 @@ def test_int8_calibration_defaults_follow_the_model_s_kind(tmp_path):
         line = error_line(result)
         assert f'no samples for {Path(name).name}' in line and '--calibration_source' in line
     assert not (tmp_path / 'other').exists()
+
+
+def test_the_original_api_takes_the_onnx_networks(bundled):
+    """demo.make_animation (the original's API) with onnx_networks' generator and keypoint detector:
+    it copies the models it is given (an optimised copy per model), and a copy shares the sessions.
+    The frames equal those of the torch networks from demo.load_checkpoints."""
+    import copy
+    from toolkit.demo import load_checkpoints, make_animation
+    folder, model, _ = bundled
+    size = model.frame_shape[:2]
+    source = read_source_image(SAMPLE / 'source.png', size)
+    frames = [frame for _, frame in zip(range(5), driving_frames(SAMPLE / 'driving.mp4', size))]
+    generator, kp_detector = onnx_networks(folder, *BUNDLED)
+    copied = copy.deepcopy(generator)
+    assert copied is not generator and copied.model is generator.model
+    ours = make_animation(source, frames, generator, kp_detector, relative=True, adapt_movement_scale=True, cpu=True)
+    expected = make_animation(source, frames, *load_checkpoints(*map(str, BUNDLED), cpu=True), relative=True,
+                              adapt_movement_scale=True, cpu=True)
+    assert len(ours) == len(expected) == 5
+    assert_close('original API make_animation prediction', np.stack(ours), np.stack(expected))

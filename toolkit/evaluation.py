@@ -55,6 +55,14 @@ METRICS = ('l1', 'akd', 'mkr', 'aed')
 CHUNK = 32  # frames per extractor call
 
 
+def psnr(a, b, peak=1.0):
+    """Peak signal-to-noise ratio in dB between two images or stacks of frames (arrays, or lists of
+    equally shaped arrays) with values up to `peak` (1 for floats in [0, 1], 255 for uint8); inf
+    when they are equal."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(peak ** 2 / mse)
+
+
 def extractor_names():
     return tuple(EXTRACTORS) + (NONE,)
 

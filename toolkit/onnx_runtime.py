@@ -215,27 +215,33 @@ class OnnxModel:
 def _torch_modules():
     import torch
 
-    class OnnxKeypointDetector(torch.nn.Module):
-        """kp_detector(frames (B, C, H, W)) -> {'value', 'jacobian'}, run by ONNX Runtime. Its one
-        parameter (a CPU float32 scalar) tells the animation core where to put the frames."""
+    class OnnxModule(torch.nn.Module):
+        """A torch module run by ONNX Runtime. Its one parameter (a CPU float32 scalar) tells the
+        animation core where to put the inputs. A deep copy (the original API's make_animation and
+        --fast copy the models they are given) is a new wrapper of the same sessions: ONNX Runtime's
+        sessions cannot be copied, and running them changes nothing in them."""
 
         def __init__(self, model):
             super().__init__()
             self.model = model
             self.anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
+
+        def __deepcopy__(self, memo):
+            copied = type(self)(self.model)
+            copied.train(self.training)
+            memo[id(self)] = copied
+            return copied
+
+    class OnnxKeypointDetector(OnnxModule):
+        """kp_detector(frames (B, C, H, W)) -> {'value', 'jacobian'}, run by ONNX Runtime."""
 
         def forward(self, frames):
             return self.model.kp_detector(frames)
 
-    class OnnxGenerator(torch.nn.Module):
+    class OnnxGenerator(OnnxModule):
         """The generator's interface of the animation core (modules.generator.OcclusionAwareGenerator:
         encode(source) once per source, then forward(source, kp_driving, kp_source, source_features)),
         run by ONNX Runtime."""
-
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-            self.anchor = torch.nn.Parameter(torch.zeros(()), requires_grad=False)
 
         def encode(self, source):
             return self.model.encode(source)
