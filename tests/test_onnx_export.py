@@ -220,10 +220,10 @@ def test_demo_with_the_onnxruntime_backend_writes_the_torch_backend_s_video(bund
     within one level of the torch backend's everywhere, every frame above 45 dB. After H.264 encoding
     the two videos are compared frame by frame; a pixel that rounds to the other level changes the
     encoder's choices for the rest of its group of pictures, which at 64x64 (16 macroblocks) costs a
-    whole frame a few dB. That drift is the encoder's, not the backend's: changing one value of the
-    torch frames by one level drifts as far. So the encoded frames are held to that floor (measured
-    here, less 3 dB) and a mean above 45 dB; at 512x950 every encoded frame is above 45 dB
-    (test_multi_person_through_the_onnx_backend)."""
+    whole frame a few dB. That drift is the encoder's, not the backend's: moving as many values of
+    the torch frames by one level, at random places, drifts as far. So the encoded frames are held to
+    that control (its median over three draws, less 3 dB) and a mean above 45 dB; at 512x950 every
+    encoded frame is above 45 dB (test_multi_person_through_the_onnx_backend)."""
     def demo(*args):
         result = subprocess.run([sys.executable, 'demo.py', *map(str, args)], cwd=REPO, capture_output=True,
                                 text=True, timeout=600)
@@ -246,17 +246,28 @@ def test_demo_with_the_onnxruntime_backend_writes_the_torch_backend_s_video(bund
     assert np.abs(raw['onnx'].astype(int) - raw['torch']).max() <= 1
     assert min(raw_values) > 45
 
-    # the encoder's own drift: the torch frames with one value moved by one level, in frame 10
-    moved = raw['torch'].copy()
-    moved[10, 32, 32, 1] += 1 if moved[10, 32, 32, 1] < 255 else -1
-    floor = min(psnr(a, b) for a, b in zip(encoded_frames(moved, tmp_path / 'moved.mp4'),
-                                          encoded_frames(raw['torch'], tmp_path / 'unmoved.mp4')))
+    # the encoder's own drift: the torch backend's frames with as many values moved by one level, at
+    # random places (three draws)
+    changed = int((raw['onnx'] != raw['torch']).sum())
+    if changed == 0:
+        assert all(map(math.isinf, values))
+        return
+    unmoved = encoded_frames(raw['torch'], tmp_path / 'unmoved.mp4')
+    lows = []
+    for seed in range(3):
+        moved = raw['torch'].copy().reshape(-1)
+        places = np.random.default_rng(seed).choice(moved.size, changed, replace=False)
+        moved[places] = np.where(moved[places] < 255, moved[places] + 1, 254)
+        lows.append(min(psnr(a, b) for a, b in zip(encoded_frames(moved.reshape(raw['torch'].shape),
+                                                                  tmp_path / 'moved.mp4'), unmoved)))
+    control = float(np.median(lows))
     print(f'demo video, onnxruntime against torch: 8-bit frames min {min(raw_values):.1f} dB '
-          f'({sum(np.isinf(raw_values))} of 100 identical); encoded, frame-wise PSNR mean '
-          f'{np.mean(np.minimum(values, 99)):.1f} dB (identical frames counted as 99), min {min(values):.1f} dB, '
-          f'{sum(np.isinf(values))} frames identical; one value moved by one level: encoded min {floor:.1f} dB')
-    assert floor < 45  # the encoder amplifies a one-level change (else the bound below would be loose)
-    assert np.mean(np.minimum(values, 99)) > 45 and min(values) > floor - 3, values
+          f'({sum(np.isinf(raw_values))} of 100 identical, {changed} values one level apart); encoded, frame-wise '
+          f'PSNR mean {np.mean(np.minimum(values, 99)):.1f} dB (identical frames counted as 99), min '
+          f'{min(values):.1f} dB, {sum(np.isinf(values))} frames identical; the torch frames with {changed} values '
+          f'moved by one level at random: encoded min {", ".join(f"{low:.1f}" for low in lows)} dB')
+    assert control < 45  # the encoder alone amplifies that many one-level changes (else the bound is loose)
+    assert np.mean(np.minimum(values, 99)) > 45 and min(values) > control - 3, values
 
 
 @pytest.mark.parametrize('flags, expected', [
