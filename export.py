@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from toolkit.cli import run_entry_point
-from toolkit.onnx_export import MAX_OPSET, MIN_OPSET, OPSET
+from toolkit.onnx_format import MAX_OPSET, MIN_OPSET, OPSET
 from toolkit.onnx_int8 import export_model
 
 

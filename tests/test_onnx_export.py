@@ -19,7 +19,8 @@ from modules.errors import InputError
 from tests.conftest import FIXTURE_DIR, REPO
 from toolkit.animation import ImageAnimator, normalize_kp, tile, to_uint8
 from toolkit.demo import driving_frames, load_networks, read_source_image
-from toolkit.onnx_export import GRAPHS, export
+from toolkit.onnx_export import export
+from toolkit.onnx_format import GRAPHS
 from toolkit.onnx_runtime import OnnxModel, onnx_networks
 from toolkit.video_io import VideoWriter, iter_video_frames
 

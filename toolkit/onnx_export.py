@@ -29,7 +29,6 @@ whose number of steps depends on the data), not a fixed graph; it is refused wit
 line (Family.not_exported). TPSMM's AVD network is not exported either (--mode avd stays torch's).
 """
 import contextlib
-import hashlib
 import json
 import logging
 import warnings
@@ -44,36 +43,13 @@ from modules.errors import InputError
 from modules.families import family_of
 from modules.fileio import atomic_path, make_folder
 from modules.inference import WinogradConv2d
+from toolkit.onnx_format import FORMAT, GRAPHS, MAX_OPSET, META, MIN_OPSET, OPSET, file_sha256, model_params_sha256
 
 log = logging.getLogger(__name__)
 
-GRAPHS = ('kp_detector', 'source_encoder', 'frame')  # <name>.onnx in the export folder
-INT8_GRAPH = 'frame_int8'  # export.py --int8: the frame graph with int8 convolutions (toolkit.onnx_int8)
-META = 'model.json'
-FORMAT = 1  # model.json's layout version
-OPSET = 17  # the default opset
-MIN_OPSET = 16  # 2-D grid_sample
-# the newest opset torch's TorchScript exporter writes (torch.onnx's dynamo exporter would need onnxscript)
-MAX_OPSET = 20
 DROPPED_OUTPUTS = ('sparse_deformed', 'warped_encoder_maps', 'deformed_source')  # large, unused by the animation
 BATCH = 'batch'
 EXAMPLE_BATCH = 2  # traced with 2 frames so that no batch-1 broadcast gets baked in
-
-
-def file_sha256(path):
-    """The hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def model_params_sha256(config):
-    """The hex SHA-256 of a loaded config's model_params (canonical JSON): what makes two configs
-    describe the same graphs."""
-    text = json.dumps(config['model_params'], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------

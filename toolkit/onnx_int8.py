@@ -14,7 +14,8 @@ import numpy as np
 
 from modules.errors import InputError
 from modules.fileio import atomic_path
-from toolkit.onnx_export import INT8_GRAPH, OPSET, export, write_meta
+from toolkit.onnx_export import export, write_meta
+from toolkit.onnx_format import INT8_GRAPH, OPSET
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""The graphs of export.py (toolkit.onnx_export) run with ONNX Runtime on the CPU, behind calls shaped
-like the torch modules' (docs/onnx.md):
+"""The graphs of export.py (toolkit.onnx_export; the folder's layout: toolkit.onnx_format) run with
+ONNX Runtime on the CPU, behind calls shaped like the torch modules' (docs/onnx.md):
 
     model = OnnxModel(folder, config=..., checkpoint=...)  # checks model.json against them
     kp = model.kp_detector(frames)                  # {'value': (B, K, 2), 'jacobian': ...}
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from modules.errors import InputError
-from toolkit.onnx_export import GRAPHS, INT8_GRAPH, MAX_OPSET, META, MIN_OPSET, file_sha256, model_params_sha256
+from toolkit.onnx_format import GRAPHS, INT8_GRAPH, MAX_OPSET, META, MIN_OPSET, file_sha256, model_params_sha256
 
 log = logging.getLogger(__name__)
 
