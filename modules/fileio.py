@@ -5,7 +5,7 @@
   that is a regular file, or a folder the process cannot write (read-only, immutable, no permission)
   is an `OutputError` with one line, raised before any work starts and before anything is created,
   so nothing is computed for a result that could not be kept and a failed run leaves no trace.
-* Atomic writes (`atomic_path`, `atomic_torch_save`): a file the user keeps (checkpoint, video,
+* Atomic writes (`atomic_path`, `atomic_paths`, `atomic_torch_save`): a file the user keeps (checkpoint, video,
   PNG, CSV) is written under a hidden temporary name in the same folder, checked (not empty, and
   readable where a cheap check exists), and only then renamed onto its name. A full disk, a
   file-size limit, an encoder failure or a crash never leaves a half-written file where the previous
@@ -153,6 +153,51 @@ def atomic_path(path, verify=None):
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_paths(paths, verify=None):
+    """atomic_path for files that belong together (an export's graphs and the manifest that describes
+    them): yields {key: temporary path} for `paths` ({key: path}). When the block ends without an
+    error, every file is checked first (not empty; `verify(key, tmp)` -> None or a problem string),
+    and only then are they renamed onto their paths, in the order given (put the file that vouches
+    for the others last). An error before that leaves every path as it was, and no mix of old and
+    new files; the temporary files are removed in every case."""
+    paths = {key: Path(path) for key, path in paths.items()}
+    tmps = {key: temp_path_for(path) for key, path in paths.items()}
+    try:
+        try:
+            for path in paths.values():
+                path.parent.mkdir(parents=True, exist_ok=True)
+            yield dict(tmps)
+            for key, tmp in tmps.items():
+                check_written(tmp, paths[key], verify and (lambda tmp, key=key: verify(key, tmp)))
+            for key, tmp in tmps.items():
+                os.replace(tmp, paths[key])
+        except Exception as e:
+            if isinstance(e, OutputError) or os_error_in(e) is None:
+                raise
+            raise cannot_write(_being_written(paths, tmps, e), e, kept='the previous files (if any) are kept') from e
+    finally:
+        for tmp in tmps.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+
+
+def _being_written(paths, tmps, error):
+    """The path of atomic_paths whose write failed: the one the OSError names, else the one whose
+    temporary file changed last (a writer in C++ does not name it), else their folder."""
+    failed = getattr(os_error_in(error), 'filename', None)
+    for key, tmp in tmps.items():
+        if failed is not None and Path(failed) == tmp:
+            return paths[key]
+    written = {}
+    for key, tmp in tmps.items():
+        with contextlib.suppress(OSError):
+            written[key] = tmp.stat().st_mtime_ns
+    if written:
+        return paths[max(written, key=written.get)]
+    return paths[next(iter(paths))].parent
 
 
 def verify_png(tmp):

@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from modules.checkpoint import read_checkpoint
-from tests.conftest import REPO
+from tests.conftest import FIXTURE_DIR, REPO
 from tests.rss import peak_rss_mb
 from tests.test_train import make_config, make_dataset
 from toolkit.video_io import ffmpeg_exe, iter_video_frames
@@ -221,6 +221,42 @@ def test_ctrl_c_and_sigterm_keep_the_previous_result(tmp_path, sent, status, wor
     assert result.read_bytes() == b'an earlier result' and not temp_files(tmp_path)
 
 
+@pytest.fixture(scope='module')
+def earlier_export(tmp_path_factory):
+    """export.py's graphs of the FOMM reference fixture: the earlier export in a folder that a new
+    export (the bundled model's, other graphs) then fails in."""
+    folder = tmp_path_factory.mktemp('export') / 'onnx'
+    out = run_script('export.py', '--config', FIXTURE_DIR / 'config.yaml', '--checkpoint',
+                     FIXTURE_DIR / 'checkpoint.pth.tar', '--out', folder)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return folder
+
+
+@pytest.mark.parametrize('fault', ['full disk', 'Ctrl-C'])
+def test_a_failed_export_keeps_the_earlier_export_whole(tmp_path, earlier_export, fault):
+    """export.py over an earlier export: the disk fills at the last graph (its first two were written),
+    or Ctrl-C arrives once it writes: one line, and the folder is the earlier export byte for byte, no
+    graph of the new model beside the old model.json, no temporary file."""
+    folder = tmp_path / 'onnx'
+    shutil.copytree(earlier_export, folder)
+    before = snapshot(folder)
+    args = ['export.py', '--config', CONFIG, '--checkpoint', CHECKPOINT, '--out', folder]
+    if fault == 'full disk':  # the bundled model's kp_detector.onnx (4.3 MB) fits, its frame.onnx (8.7 MB) not
+        line = one_line_error(run_script(*args, fsize=6 * 1024 * 1024))
+        assert 'frame.onnx' in line and 'file-size limit' in line, line
+    else:
+        process = subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+        while not temp_files(folder):  # a graph is being written
+            assert process.poll() is None, process.stderr.read()[-3000:]
+            time.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        line = one_line_error(subprocess.CompletedProcess(process.args, process.returncode, '', stderr), status=130)
+        assert 'interrupted' in line
+    assert snapshot(folder) == before and not temp_files(folder)
+
+
 # ----------------------------------------------------------------------------------------------
 # Output paths that cannot be written: one rule (missing folders are created when written into)
 # ----------------------------------------------------------------------------------------------
@@ -274,7 +310,7 @@ def test_run_py_log_dir_that_cannot_be_written(tmp_path, immutable, tiny_trainin
     assert not list(log_dir.glob('*')) if log_dir.is_dir() else not log_dir.exists()
 
 
-def test_crop_video_and_cartoon_faces_out_that_cannot_be_written(tmp_path, immutable):
+def test_crop_video_cartoon_faces_and_export_out_that_cannot_be_written(tmp_path, immutable):
     locked = immutable(tmp_path / 'locked')
     line = one_line_error(run_script('crop-video.py', '--inp', BUNDLED / 'driving.mp4', '--mode', 'motion',
                                      '--motion_threshold', '0.02', '--min_frames', '10', '--out', locked / 'clips',
@@ -283,6 +319,9 @@ def test_crop_video_and_cartoon_faces_out_that_cannot_be_written(tmp_path, immut
     line = one_line_error(run_script('cartoon_faces.py', '--out', locked / 'data', '--videos', '2', '--frames', '4',
                                      '--size', '32'))
     assert 'data' in line
+    line = one_line_error(run_script('export.py', '--config', CONFIG, '--checkpoint', CHECKPOINT, '--out',
+                                     locked / 'onnx'))
+    assert 'onnx' in line and 'cannot' in line, line
     assert not list(locked.iterdir())
 
 

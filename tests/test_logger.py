@@ -237,6 +237,31 @@ def test_png_write_is_atomic(tmp_path, monkeypatch):
     logger.log_file.close()
 
 
+def test_files_written_together_are_renamed_together(tmp_path):
+    """atomic_paths (an ONNX export's graphs and model.json): a failed check or write of any file
+    leaves every file as it was; only a whole success replaces them all."""
+    from modules.fileio import atomic_paths
+    paths = {'graph': tmp_path / 'a.onnx', 'meta': tmp_path / 'a.json'}
+    for path in paths.values():
+        path.write_bytes(b'old ' + path.suffix.encode())
+    old = {key: path.read_bytes() for key, path in paths.items()}
+    with pytest.raises(OutputError, match=r'a\.onnx: bad graph'):
+        with atomic_paths(paths, verify=lambda key, tmp: 'bad graph' if key == 'graph' else None) as tmps:
+            for tmp in tmps.values():
+                tmp.write_bytes(b'new')
+    assert {key: path.read_bytes() for key, path in paths.items()} == old and hidden_files(tmp_path) == []
+    with pytest.raises(OutputError, match=r'a\.json: the disk is full'):
+        with atomic_paths(paths) as tmps:
+            tmps['graph'].write_bytes(b'new')
+            _failing_writer(tmps['meta'])
+    assert {key: path.read_bytes() for key, path in paths.items()} == old and hidden_files(tmp_path) == []
+    with atomic_paths(paths) as tmps:
+        for key, tmp in tmps.items():
+            tmp.write_bytes(b'new ' + key.encode())
+    assert {key: path.read_bytes() for key, path in paths.items()} == {'graph': b'new graph', 'meta': b'new meta'}
+    assert hidden_files(tmp_path) == []
+
+
 def test_disabled_logger_is_a_no_op(tmp_path):
     log_dir = tmp_path / 'rank1'
     inp, out = fake_batch()

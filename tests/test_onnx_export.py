@@ -20,7 +20,7 @@ from tests.conftest import FIXTURE_DIR, REPO
 from toolkit.animation import ImageAnimator, normalize_kp, tile, to_uint8
 from toolkit.demo import driving_frames, load_networks, read_source_image
 from toolkit.onnx_export import export
-from toolkit.onnx_format import GRAPHS
+from toolkit.onnx_format import GRAPHS, file_sha256
 from toolkit.onnx_runtime import OnnxModel, onnx_networks
 from toolkit.video_io import VideoWriter, iter_video_frames
 
@@ -141,6 +141,8 @@ def test_model_json_holds_what_the_runtime_needs(bundled):
     assert meta['config'] == 'cartoon-64.yaml' and meta['opset'] == 17 and len(meta['checkpoint_sha256']) == 64
     assert meta['keypoints'] == ['value', 'jacobian']
     assert set(meta['graphs']) == set(GRAPHS) and all(graph['bytes'] > 0 for graph in meta['graphs'].values())
+    for name, graph in meta['graphs'].items():  # each graph's bytes, recorded: a mixed folder is refused
+        assert graph['file'] == f'{name}.onnx' and graph['sha256'] == file_sha256(folder / graph['file'])
 
 
 def one_line_input_error(call):
@@ -181,7 +183,53 @@ def test_bad_export_folders_give_one_line_each(bundled, tmp_path):
     (copy / 'model.json').write_text(json.dumps(original))
     (copy / 'frame.onnx').write_bytes(b'not a graph')
     message = one_line_input_error(lambda: OnnxModel(copy))
+    assert 'frame.onnx' in message and 'SHA-256 differs' in message
+    # a corrupt graph that model.json vouches for (hand-edited to match) reaches ONNX Runtime
+    original['graphs']['frame']['sha256'] = file_sha256(copy / 'frame.onnx')
+    (copy / 'model.json').write_text(json.dumps(original))
+    message = one_line_input_error(lambda: OnnxModel(copy))
     assert 'frame.onnx' in message and 'cannot load it' in message
+
+
+def test_graphs_of_another_export_are_refused(bundled, fixture, tmp_path):
+    """A folder holding graphs of two exports (a graph copied in, an int8 graph left by an earlier
+    export) is refused in one line by the SHA-256s model.json records, not run."""
+    mixed = tmp_path / 'mixed'
+    shutil.copytree(bundled[0], mixed)
+    shutil.copy(fixture[0] / 'kp_detector.onnx', mixed / 'kp_detector.onnx')
+    message = one_line_input_error(lambda: OnnxModel(mixed))
+    assert 'kp_detector.onnx' in message and 'another export' in message
+    stale = tmp_path / 'stale'
+    shutil.copytree(bundled[0], stale)
+    shutil.copy(stale / 'frame.onnx', stale / 'frame_int8.onnx')  # a file by that name, unknown to model.json
+    message = one_line_input_error(lambda: OnnxModel(stale, int8=True))
+    assert 'frame_int8.onnx is not in model.json' in message and '--int8' in message
+
+
+def test_a_failed_export_leaves_the_earlier_one_whole(bundled, tmp_path, monkeypatch):
+    """The disk fills while the last graph of a new export is written into a folder that holds an
+    earlier export: one OutputError line, and the folder is byte for byte the earlier export (no graph
+    of the new model beside the old model.json), with no temporary file left."""
+    import toolkit.onnx_export as onnx_export
+    from modules.errors import OutputError
+
+    folder = tmp_path / 'export'
+    shutil.copytree(bundled[0], folder)
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    write_graph = onnx_export._export_one
+
+    def disk_fills_on_the_frame_graph(module, args, path, *rest):
+        if Path(path).name.startswith('.frame.'):
+            Path(path).write_bytes(b'half a graph')
+            raise OSError(28, 'No space left on device')
+        write_graph(module, args, path, *rest)
+
+    monkeypatch.setattr(onnx_export, '_export_one', disk_fills_on_the_frame_graph)
+    with pytest.raises(OutputError) as caught:
+        export(*FIXTURE, folder)  # another model: its first two graphs were written before the failure
+    assert 'the disk is full' in str(caught.value) and '\n' not in str(caught.value)
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+    OnnxModel(folder, *BUNDLED)  # still the earlier export, whole
 
 
 def test_cpabmm_is_not_exported(tmp_path):
@@ -295,6 +343,9 @@ def test_the_int8_variant_on_the_bundled_sample(bundled, tmp_path):
     shutil.copytree(folder, int8)
     path = quantize(int8, SAMPLE / 'source.png', SAMPLE / 'driving.mp4')
     assert path.name == 'frame_int8.onnx' and path.stat().st_size < (int8 / 'frame.onnx').stat().st_size / 2
+    recorded = json.loads((int8 / 'model.json').read_text())['int8']  # recorded with it, for the runtime's check
+    assert recorded['sha256'] == file_sha256(path) and recorded['calibration'] == ['source.png', 'driving.mp4']
+    assert not [name for name in (p.name for p in int8.iterdir()) if name.startswith('.')]  # no temporary file
     size = (64, 64)
     source = read_source_image(SAMPLE / 'source.png', size)
     frames = np.stack(list(driving_frames(SAMPLE / 'driving.mp4', size)))
@@ -304,6 +355,9 @@ def test_the_int8_variant_on_the_bundled_sample(bundled, tmp_path):
     value = 10 * math.log10(1 / np.mean((ours - exact) ** 2))
     print(f'int8 frame graph against the exact path: PSNR {value:.1f} dB on the {len(frames)} sample frames')
     assert value > 35, value
+    export(*BUNDLED, int8)  # exported again without --int8: the earlier int8 graph no longer counts
+    with pytest.raises(InputError, match='frame_int8.onnx is not in model.json'):
+        OnnxModel(int8, int8=True)
 
 
 def test_int8_flags_and_folders_give_one_line_each(bundled, tmp_path):

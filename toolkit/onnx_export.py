@@ -41,9 +41,10 @@ from torch import nn
 from modules.config import load_config
 from modules.errors import InputError
 from modules.families import family_of
-from modules.fileio import atomic_path, make_folder
+from modules.fileio import atomic_paths, make_folder
 from modules.inference import WinogradConv2d
-from toolkit.onnx_format import FORMAT, GRAPHS, MAX_OPSET, META, MIN_OPSET, OPSET, file_sha256, model_params_sha256
+from toolkit.onnx_format import (FORMAT, GRAPHS, MAX_OPSET, META, MIN_OPSET, OPSET, file_sha256, graph_entry,
+                                 model_params_sha256)
 
 log = logging.getLogger(__name__)
 
@@ -215,15 +216,15 @@ def load_for_export(config_path, checkpoint_path):
 
 
 def _export_one(module, args, path, input_names, output_names, opset):
+    """torch.onnx.export of `module` called with `args` to `path` (a temporary file of the export),
+    every input and output with a dynamic batch dimension."""
     axes = {name: {0: BATCH} for name in (*input_names, *output_names)}
     # The tracer warns where Python reads a shape: the frame size, fixed by design (only the batch is
     # dynamic, and the tests run the graphs at other batch sizes); and the TorchScript exporter is
     # deprecated in favour of the dynamo one, which needs onnxscript.
-    # written to a temporary file, checked with the ONNX checker, then renamed (modules.fileio.atomic_path)
-    with atomic_path(path, verify=checked_graph) as tmp, torch.no_grad(), warnings.catch_warnings(), \
-            traceable_inverses():
+    with torch.no_grad(), warnings.catch_warnings(), traceable_inverses():
         warnings.simplefilter('ignore')
-        torch.onnx.export(module, args, str(tmp), input_names=list(input_names), output_names=list(output_names),
+        torch.onnx.export(module, args, str(path), input_names=list(input_names), output_names=list(output_names),
                           dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True)
 
 
@@ -235,12 +236,6 @@ def checked_graph(path):
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         return f'the ONNX checker refuses it: {str(e).strip().splitlines()[0]}'
     return None
-
-
-def write_meta(path, meta):
-    """model.json, written atomically."""
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(meta, indent=2) + '\n')
 
 
 def export(config, checkpoint, out_dir, opset=OPSET):
@@ -278,38 +273,45 @@ def export(config, checkpoint, out_dir, opset=OPSET):
     driving_kp_names = [f'driving_{name}' for name in kp_names]
 
     paths = {name: out_dir / f'{name}.onnx' for name in GRAPHS}
-    _export_one(KeypointGraph(kp_detector, kp_names), (frames,), paths['kp_detector'], ['frames'], kp_names, opset)
-    _export_one(EncoderGraph(generator), (frames,), paths['source_encoder'], ['source'], feature_names, opset)
-    frame_graph = FrameGraph(generator, len(features), as_list, kp_names, outputs)
-    frame_args = (frames, *features, *(kp[name] for name in kp_names), *(kp_driving[name] for name in kp_names))
-    _export_one(frame_graph, frame_args, paths['frame'], ['source', *feature_names, *source_kp_names,
-                                                         *driving_kp_names], flat_names(outputs), opset)
-
-    sizes = {}
-    for name, path in paths.items():  # each checked before it was renamed into place
-        sizes[name] = path.stat().st_size
-        log.info('%s: %.2f MB', path, sizes[name] / 1e6)
-
-    animate_params = loaded.get('animate_params') or {}
-    meta = {
-        'format': FORMAT,
-        'family': family.name,
-        'config': Path(config).name,
-        'model_params_sha256': model_params_sha256(loaded),
-        'checkpoint': Path(checkpoint).name,
-        'checkpoint_sha256': file_sha256(checkpoint),
-        'opset': opset,
-        'frame_shape': [height, width, channels],
-        'num_keypoints': int(kp[kp_names[0]].shape[1]),
-        'keypoints': kp_names,
-        'features': len(features),
-        'features_as_list': as_list,
-        'outputs': [[name, number] for name, number in outputs],
-        'modes': list(family.modes),
-        'normalization_params': animate_params.get('normalization_params'),
-        'graphs': {name: {'file': path.name, 'bytes': sizes[name]} for name, path in paths.items()},
-        'exported_with': {'torch': torch.__version__, 'onnx': onnx.__version__},
-    }
     meta_path = out_dir / META
-    write_meta(meta_path, meta)
+    # The graphs and model.json are written under temporary names, each graph checked with the ONNX
+    # checker, and renamed into place together, model.json last (modules.fileio.atomic_paths): a
+    # failed or killed export leaves the folder's earlier export whole, never a mix of old and new
+    # graphs; model.json records each graph's SHA-256, which the runtime checks.
+    with atomic_paths({**paths, 'meta': meta_path},
+                      verify=lambda name, tmp: None if name == 'meta' else checked_graph(tmp)) as tmps:
+        _export_one(KeypointGraph(kp_detector, kp_names), (frames,), tmps['kp_detector'], ['frames'], kp_names,
+                    opset)
+        _export_one(EncoderGraph(generator), (frames,), tmps['source_encoder'], ['source'], feature_names, opset)
+        frame_graph = FrameGraph(generator, len(features), as_list, kp_names, outputs)
+        frame_args = (frames, *features, *(kp[name] for name in kp_names), *(kp_driving[name] for name in kp_names))
+        _export_one(frame_graph, frame_args, tmps['frame'], ['source', *feature_names, *source_kp_names,
+                                                             *driving_kp_names], flat_names(outputs), opset)
+
+        graphs = {}
+        for name, path in paths.items():
+            graphs[name] = graph_entry(tmps[name], path.name)
+            log.info('%s: %.2f MB', path, graphs[name]['bytes'] / 1e6)
+
+        animate_params = loaded.get('animate_params') or {}
+        meta = {
+            'format': FORMAT,
+            'family': family.name,
+            'config': Path(config).name,
+            'model_params_sha256': model_params_sha256(loaded),
+            'checkpoint': Path(checkpoint).name,
+            'checkpoint_sha256': file_sha256(checkpoint),
+            'opset': opset,
+            'frame_shape': [height, width, channels],
+            'num_keypoints': int(kp[kp_names[0]].shape[1]),
+            'keypoints': kp_names,
+            'features': len(features),
+            'features_as_list': as_list,
+            'outputs': [[name, number] for name, number in outputs],
+            'modes': list(family.modes),
+            'normalization_params': animate_params.get('normalization_params'),
+            'graphs': graphs,
+            'exported_with': {'torch': torch.__version__, 'onnx': onnx.__version__},
+        }
+        Path(tmps['meta']).write_text(json.dumps(meta, indent=2) + '\n')
     return {**paths, 'meta': meta_path}

@@ -3,6 +3,7 @@
 which needs neither), so that neither imports the other."""
 import hashlib
 import json
+from pathlib import Path
 
 GRAPHS = ('kp_detector', 'source_encoder', 'frame')  # <name>.onnx in the export folder
 INT8_GRAPH = 'frame_int8'  # export.py --int8: the frame graph with int8 convolutions (toolkit.onnx_int8)
@@ -28,3 +29,9 @@ def model_params_sha256(config):
     describe the same graphs."""
     text = json.dumps(config['model_params'], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def graph_entry(path, name):
+    """model.json's record of one graph file: {'file': name, 'bytes': ..., 'sha256': ...} of the file
+    at `path` (written under a temporary name, recorded under its final `name`)."""
+    return {'file': name, 'bytes': Path(path).stat().st_size, 'sha256': file_sha256(path)}

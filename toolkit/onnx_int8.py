@@ -7,15 +7,16 @@ a driving video, as the float32 graphs compute them (absolute and relative motio
 detector and the source encoder stay float32 (they run once per frame and once per video, and the
 keypoints' softmax is sensitive to rounding, as for --fast).
 """
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from modules.errors import InputError
-from modules.fileio import atomic_path
-from toolkit.onnx_export import export, write_meta
-from toolkit.onnx_format import INT8_GRAPH, OPSET
+from modules.fileio import atomic_paths, temp_path_for
+from toolkit.onnx_export import export
+from toolkit.onnx_format import INT8_GRAPH, META, OPSET, graph_entry
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +54,15 @@ def calibration_feeds(model, source_image, driving_video, frames=CALIBRATION_FRA
 
 def quantize(folder, source_image, driving_video, frames=CALIBRATION_FRAMES):
     """Writes <folder>/frame_int8.onnx from <folder>/frame.onnx, calibrated on `source_image` and the
-    first `frames` frames of `driving_video`; returns its path."""
+    first `frames` frames of `driving_video`, and records it in model.json ('int8': its file, size,
+    SHA-256 and calibration); both files are renamed into place together. Returns its path."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
     from toolkit.onnx_runtime import OnnxModel
 
     folder = Path(folder)
-    feeds = calibration_feeds(OnnxModel(folder), source_image, driving_video, frames)
+    model = OnnxModel(folder)
+    feeds = calibration_feeds(model, source_image, driving_video, frames)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -68,16 +71,19 @@ def quantize(folder, source_image, driving_video, frames=CALIBRATION_FRAMES):
         def get_next(self):
             return next(self.items, None)
 
-    prepared = folder / f'{INT8_GRAPH}.pre.onnx'
-    out = folder / f'{INT8_GRAPH}.onnx'
+    prepared = temp_path_for(folder / f'{INT8_GRAPH}.pre.onnx')  # a hidden name a killed run's cleanup knows
+    out, meta_path = folder / f'{INT8_GRAPH}.onnx', folder / META
     try:
         quant_pre_process(str(folder / 'frame.onnx'), str(prepared), skip_symbolic_shape=True)
-        with atomic_path(out) as tmp:
-            quantize_static(str(prepared), str(tmp), Reader(), quant_format=QuantFormat.QOperator,
+        with atomic_paths({'int8': out, 'meta': meta_path}) as tmps:
+            quantize_static(str(prepared), str(tmps['int8']), Reader(), quant_format=QuantFormat.QOperator,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=['Conv'])
+            meta = {**model.meta, 'int8': {**graph_entry(tmps['int8'], out.name),
+                                           'calibration': [Path(source_image).name, Path(driving_video).name]}}
+            Path(tmps['meta']).write_text(json.dumps(meta, indent=2) + '\n')
     finally:
         prepared.unlink(missing_ok=True)
-    log.info('%s: %.2f MB (int8 convolutions, calibrated on %d frames of %s)', out, out.stat().st_size / 2 ** 20,
+    log.info('%s: %.2f MB (int8 convolutions, calibrated on %d frames of %s)', out, out.stat().st_size / 1e6,
              len(feeds) // 2, driving_video)
     return out
 
@@ -109,7 +115,6 @@ def export_model(config, checkpoint, out_dir, opset=OPSET, int8=False, calibrati
     """export.py as a function: toolkit.onnx_export.export, and with int8 also frame_int8.onnx
     (quantize), calibrated on calibration_source and calibration_video (default_calibration for
     those not given), recorded in model.json. Returns {graph name: path}."""
-    import json
     from toolkit.demo import check_files
 
     if int8:
@@ -122,8 +127,4 @@ def export_model(config, checkpoint, out_dir, opset=OPSET, int8=False, calibrati
     paths = export(config, checkpoint, out_dir, opset)
     if int8:
         paths[INT8_GRAPH] = quantize(out_dir, calibration_source, calibration_video)
-        meta = json.loads(paths['meta'].read_text())
-        meta['int8'] = {'file': paths[INT8_GRAPH].name, 'bytes': paths[INT8_GRAPH].stat().st_size,
-                        'calibration': [Path(calibration_source).name, Path(calibration_video).name]}
-        write_meta(paths['meta'], meta)
     return paths

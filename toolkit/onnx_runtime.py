@@ -67,6 +67,8 @@ META_FIELDS = {
         for o in v)),
     'model_params_sha256': ('a SHA-256', lambda v: isinstance(v, str)),
     'checkpoint_sha256': ('a SHA-256', lambda v: isinstance(v, str)),
+    'graphs': ('{graph: {"file", "bytes", "sha256"}} for ' + ', '.join(GRAPHS), lambda v: isinstance(v, dict) and all(
+        isinstance(v.get(name), dict) and isinstance(v[name].get('sha256'), str) for name in GRAPHS)),
 }
 
 
@@ -119,10 +121,19 @@ class OnnxModel:
         if threads:
             options.intra_op_num_threads = threads
         files = {name: f'{name}.onnx' for name in GRAPHS}
+        recorded = {name: self.meta['graphs'][name] for name in GRAPHS}
         if int8:  # the per-frame graph with int8 convolutions (export.py --int8)
             files['frame'] = f'{INT8_GRAPH}.onnx'
             if not (folder / files['frame']).is_file():
                 raise InputError(f'{folder} has no {files["frame"]}: export with export.py --int8')
+            recorded['frame'] = self.meta.get('int8')
+            if not isinstance(recorded['frame'], dict):
+                raise InputError(f'{folder / files["frame"]} is not in {META} (left by an earlier export): export '
+                                 f'again with export.py --int8')
+        for name, file in files.items():  # the files model.json describes, not another export's
+            if file_sha256(folder / file) != recorded[name].get('sha256'):
+                raise InputError(f'{folder / file}: not the graph {META} describes (its SHA-256 differs: a file of '
+                                 f'another export, or changed since): export again with export.py')
         self.sessions = {}
         for name, file in files.items():
             try:
