@@ -170,6 +170,15 @@ def test_bad_export_folders_give_one_line_each(bundled, tmp_path):
     (copy / 'model.json').write_text(json.dumps(meta))
     message = one_line_input_error(lambda: OnnxModel(copy))
     assert 'opset 99' in message and 'ONNX Runtime' in message
+    meta['opset'] = 17  # the graph itself moved to an opset the runtime lacks: that is what the line says
+    (copy / 'model.json').write_text(json.dumps(meta))
+    import onnx
+    graph = onnx.load(str(copy / 'frame.onnx'))
+    next(entry for entry in graph.opset_import if entry.domain in ('', 'ai.onnx')).version = 99
+    onnx.save(graph, str(copy / 'frame.onnx'))
+    message = one_line_input_error(lambda: OnnxModel(copy))
+    assert 'frame.onnx' in message and 'opset 99' in message and 'ONNX Runtime' in message
+    shutil.copy(folder / 'frame.onnx', copy / 'frame.onnx')
 
     # a hand-edited or hostile model.json: one line naming what is wrong
     original = json.loads((folder / 'model.json').read_text())

@@ -132,6 +132,7 @@ class OnnxModel:
                                  f'again with export.py --int8')
         for name, file in files.items():  # the files model.json describes, not another export's
             if file_sha256(folder / file) != recorded[name].get('sha256'):
+                self.check_graph_opset(folder / file)  # a graph changed to a newer opset: say that first
                 raise InputError(f'{folder / file}: not the graph {META} describes (its SHA-256 differs: a file of '
                                  f'another export, or changed since): export again with export.py')
         self.sessions = {}
@@ -148,17 +149,12 @@ class OnnxModel:
 
     def check(self, config=None, checkpoint=None):
         """InputError when model.json does not fit the installed runtime, `config` or `checkpoint`."""
-        import onnxruntime
-
         opset = self.meta.get('opset')
         if not isinstance(opset, int) or opset < MIN_OPSET:
             raise InputError(f'{self.folder / META}: opset {opset!r}; the graphs need {MIN_OPSET} or newer: export again '
                              f'with export.py')
         if not runtime_runs_opset(opset):
-            newest = runtime_max_opset(MIN_OPSET)
-            raise InputError(f'{self.folder}: the graphs use opset {opset}, but the installed ONNX Runtime '
-                             f'{onnxruntime.__version__} runs opsets up to {newest}: export again with '
-                             f'--opset {min(newest or MIN_OPSET, MAX_OPSET)} or upgrade onnxruntime')
+            self.refuse_opset(opset, self.folder)
         if config is not None:
             from modules.config import load_config
             loaded = load_config(config)
@@ -168,6 +164,25 @@ class OnnxModel:
         if checkpoint is not None and file_sha256(checkpoint) != self.meta.get('checkpoint_sha256'):
             raise InputError(f'the ONNX graphs were exported from another checkpoint ({self.meta.get("checkpoint")}), '
                              f'not {Path(checkpoint).name}: export again with --checkpoint {checkpoint}')
+
+    def check_graph_opset(self, path):
+        """InputError if the graph file at `path` declares an ai.onnx opset the installed ONNX Runtime
+        does not run (None otherwise, or if the file is not a readable graph)."""
+        import onnx
+        try:
+            graph = onnx.load(str(path), load_external_data=False)
+        except Exception:  # not a graph at all: the caller's message covers it
+            return
+        opset = next((entry.version for entry in graph.opset_import if entry.domain in ('', 'ai.onnx')), None)
+        if opset is not None and not runtime_runs_opset(opset):
+            self.refuse_opset(opset, path)
+
+    def refuse_opset(self, opset, where):
+        import onnxruntime
+        newest = runtime_max_opset(MIN_OPSET)
+        raise InputError(f'{where}: the graphs use ai.onnx opset {opset}, but the installed ONNX Runtime '
+                         f'{onnxruntime.__version__} runs opsets up to {newest}: export again with '
+                         f'--opset {min(newest or MIN_OPSET, MAX_OPSET)} or upgrade onnxruntime')
 
     @property
     def frame_shape(self):
