@@ -137,22 +137,9 @@ def atomic_path(path, verify=None):
     checked (not empty; `verify(tmp)` -> None or a problem string) and renamed onto `path`. The
     temporary file is removed in every case. An error of the file system while writing (an OSError,
     or an error raised because of one: disk full, file-size limit, read-only folder) becomes an
-    OutputError naming `path`; `path` itself is untouched then."""
-    path = Path(path)
-    tmp = temp_path_for(path)
-    try:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            yield tmp
-            check_written(tmp, path, verify)
-            os.replace(tmp, path)
-        except Exception as e:
-            if isinstance(e, OutputError) or os_error_in(e) is None:
-                raise
-            raise cannot_write(path, e) from e
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+    OutputError naming `path`; `path` itself is untouched then. (atomic_paths with one file.)"""
+    with atomic_paths({'file': path}, verify=verify and (lambda key, tmp: verify(tmp))) as tmps:
+        yield tmps['file']
 
 
 @contextlib.contextmanager
@@ -177,7 +164,8 @@ def atomic_paths(paths, verify=None):
         except Exception as e:
             if isinstance(e, OutputError) or os_error_in(e) is None:
                 raise
-            raise cannot_write(_being_written(paths, tmps, e), e, kept='the previous files (if any) are kept') from e
+            kept = 'the previous file (if any) is kept' if len(paths) == 1 else 'the previous files (if any) are kept'
+            raise cannot_write(_being_written(paths, tmps, e), e, kept=kept) from e
     finally:
         for tmp in tmps.values():
             with contextlib.suppress(OSError):
@@ -185,8 +173,10 @@ def atomic_paths(paths, verify=None):
 
 
 def _being_written(paths, tmps, error):
-    """The path of atomic_paths whose write failed: the one the OSError names, else the one whose
-    temporary file changed last (a writer in C++ does not name it), else their folder."""
+    """The path of atomic_paths whose write failed: the only one, or the one the OSError names, else
+    the one whose temporary file changed last (a writer in C++ does not name it), else their folder."""
+    if len(paths) == 1:
+        return next(iter(paths.values()))
     failed = getattr(os_error_in(error), 'filename', None)
     for key, tmp in tmps.items():
         if failed is not None and Path(failed) == tmp:
